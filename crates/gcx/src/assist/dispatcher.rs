@@ -1,0 +1,1120 @@
+//! The dispatcher: takes validated triggers, makes each durable, sends it on the assist
+//! stream within the engine's concurrency limit, retries what may be retried, and writes
+//! every step through the store (DESIGN.md, "data flow of one trigger").
+//!
+//! Shape: one task per admitted trigger ([`drive`]) and one router task that reads the
+//! stream's events and hands each to the trigger it concerns (by correlationId), or to all
+//! of them (a lost connection). A bounded window of admitted-but-unfinished triggers keeps
+//! memory and slot waits bounded: [`DispatcherHandle::submit`] waits for room in it.
+//!
+//! Per trigger: `Accept` (durable) -> wait for a connection -> take a slot (deadline
+//! `slot_timeout`) -> send -> `ack`: `Sent` + outbox `initiated` + audit in one batch ->
+//! `result`: slot freed, `Completed`/`Failed` + outbox + audit in one batch. A 429 or 503
+//! gives the slot back, waits `retryAfterMs` (with jitter), takes a slot again ahead of
+//! new triggers and re-sends, up to the payload's `maxRetries`; a connection lost before
+//! the `ack` also costs a retry; one lost after the `ack` re-sends for free (the engine
+//! deduplicates). A 400 or 403 is final.
+//!
+//! **Invariants:**
+//! - A trigger holds a slot from before each send until its `result` (or a final
+//!   refusal), across reconnects; it lets go only while waiting to retry a 429/503, when
+//!   the engine holds nothing for it. So at most `limit` actions are between send and
+//!   result, which is what the engine counts (PROTOCOL.md 3.6).
+//! - A trigger's writes are committed in order (`Accept`, then `Sent`, then the final
+//!   state) by its own task, so its outbox rows are inserted `initiated` first.
+//! - A trigger the store already holds as finished is never sent again.
+//! - When the dispatcher halts (shutdown, or a fatal stream error such as a missing scope)
+//!   unfinished triggers keep their stored state (`accepted`/`sent`) and are resumed by
+//!   the next start; nothing is marked failed for a reason that is not the trigger's.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use gcx_protocol::ActionTriggerPayload;
+use gcx_protocol::assist::{ErrorPayload, ResultPayload, ResultState};
+use parking_lot::Mutex;
+use thiserror::Error;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::metrics as m;
+use super::record::{Recorder, Refusal, TriggerFacts, parameters_sha256};
+use super::slots::{Slot, Slots};
+use super::stream::{AssistStream, StreamConfig, StreamEvent};
+use crate::auth::TokenProvider;
+use crate::config::Config;
+use crate::retry::RetryPolicy;
+use crate::store::{Store, StoreError, TriggerState, TriggerWrite, WriteBatch};
+
+/// How the dispatcher works. [`DispatcherConfig::from_config`] fills it from a [`Config`].
+#[derive(Clone)]
+pub struct DispatcherConfig {
+    pub stream: StreamConfig,
+    /// Lowers the engine's limit (never raises it).
+    pub concurrency: Option<u32>,
+    /// Longest wait for a concurrency slot before the trigger is refused with
+    /// "concurrency slot timeout".
+    pub slot_timeout: Duration,
+    /// A trigger with no answer for this long after a send is sent again (the engine
+    /// fails actions after 30 s and a duplicate send is safe).
+    pub result_timeout: Duration,
+    /// Triggers admitted but unfinished at once; `submit` waits for room beyond it.
+    pub max_pending: usize,
+    /// Back-off for a 429/503 that carries no `retryAfterMs`.
+    pub refusal_retry: RetryPolicy,
+    /// What the records share (CRM on/off, catalogue version, instance, parameters).
+    pub recorder: Recorder,
+    /// Called after each commit that wrote outbox rows (the delivery worker's `notify`).
+    pub outbox_notify: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DispatcherConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DispatcherConfig")
+            .field("stream", &self.stream)
+            .field("concurrency", &self.concurrency)
+            .field("slot_timeout", &self.slot_timeout)
+            .field("result_timeout", &self.result_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("recorder", &self.recorder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DispatcherConfig {
+    /// The settings of `config` for a stream at `stream_url`, recording
+    /// `catalogue_version` in the audit log.
+    pub fn from_config(
+        config: &Config,
+        stream_url: impl Into<String>,
+        catalogue_version: impl Into<String>,
+    ) -> DispatcherConfig {
+        DispatcherConfig {
+            stream: StreamConfig::new(stream_url),
+            concurrency: config.dispatch.concurrency,
+            slot_timeout: config.dispatch.slot_timeout,
+            result_timeout: Duration::from_secs(35),
+            max_pending: 4096,
+            refusal_retry: RetryPolicy::new(Duration::from_millis(50), Duration::from_secs(5)),
+            recorder: Recorder {
+                crm: config.crm.url.is_some(),
+                catalogue_version: catalogue_version.into(),
+                store_parameters: config.store.audit_store_parameters,
+                instance: super::record::default_instance(),
+            },
+            outbox_notify: None,
+        }
+    }
+}
+
+/// Why the dispatcher could not do what was asked.
+#[derive(Debug, Error)]
+pub enum DispatchError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The dispatcher halted (shutdown, or a fatal error it names).
+    #[error("dispatcher stopped: {0}")]
+    Stopped(String),
+}
+
+/// How a submitted trigger entered the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Newly accepted.
+    New,
+    /// Already stored unfinished (a previous run): resumed.
+    Resumed(TriggerState),
+    /// Already stored finished: not sent again.
+    AlreadyFinal(TriggerState),
+}
+
+/// How a trigger ended (or where it stood when the dispatcher stopped).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub correlation_id: Uuid,
+    /// `Completed`, `Failed`, `Rejected`; `Accepted`/`Sent` when the dispatcher stopped
+    /// before the trigger finished (it stays in the store and resumes next time).
+    pub state: TriggerState,
+    /// Why it failed, was rejected or is unfinished.
+    pub error: Option<String>,
+    /// Re-sends after a retryable refusal (429, 503, connection lost before the ack).
+    pub retries: u32,
+    pub queue_wait: Option<Duration>,
+    pub send_to_ack: Option<Duration>,
+    /// First send to result: the trigger's latency.
+    pub send_to_result: Option<Duration>,
+    /// The store already had it finished, so it was not sent again.
+    pub already_final: bool,
+}
+
+impl Outcome {
+    fn bare(correlation_id: Uuid, state: TriggerState) -> Outcome {
+        Outcome {
+            correlation_id,
+            state,
+            error: None,
+            retries: 0,
+            queue_wait: None,
+            send_to_ack: None,
+            send_to_result: None,
+            already_final: false,
+        }
+    }
+}
+
+/// Where a trigger is, as its [`Ticket`] sees it.
+#[derive(Debug, Clone)]
+enum Phase {
+    Queued,
+    Accepted(Admission),
+    Done(Admission, Box<Outcome>),
+}
+
+/// A submitted trigger: await its admission, then its outcome.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub correlation_id: Uuid,
+    phase: watch::Receiver<Phase>,
+}
+
+impl Ticket {
+    /// Resolves once the trigger is durable in the store (or found there).
+    pub async fn accepted(&mut self) -> Result<Admission, DispatchError> {
+        loop {
+            match &*self.phase.borrow_and_update() {
+                Phase::Queued => {}
+                Phase::Accepted(a) | Phase::Done(a, _) => return Ok(*a),
+            }
+            if self.phase.changed().await.is_err() {
+                return Err(DispatchError::Stopped(
+                    "the trigger's task ended before it was stored".into(),
+                ));
+            }
+        }
+    }
+
+    /// Resolves when the trigger finished, or the dispatcher stopped.
+    pub async fn outcome(&mut self) -> Outcome {
+        loop {
+            if let Phase::Done(_, outcome) = &*self.phase.borrow_and_update() {
+                return (**outcome).clone();
+            }
+            if self.phase.changed().await.is_err() {
+                let mut o = Outcome::bare(self.correlation_id, TriggerState::Accepted);
+                o.error = Some("the trigger's task ended without an outcome".into());
+                return o;
+            }
+        }
+    }
+}
+
+/// Counters for summaries and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Connections after the first.
+    pub reconnects: u64,
+    /// Re-sends after a retryable refusal, over all triggers.
+    pub retries: u64,
+    /// Triggers that needed at least one such re-send.
+    pub triggers_retried: u64,
+    /// Unfinished triggers found in the store at start.
+    pub resumed: u64,
+    /// Triggers admitted and not finished.
+    pub pending: u64,
+    /// Slots in use.
+    pub in_flight: u32,
+    /// The limit in force (engine's, lowered by `concurrency`).
+    pub limit: u32,
+}
+
+/// Starts dispatchers.
+pub struct Dispatcher;
+
+impl Dispatcher {
+    /// Opens the stream, reloads unfinished triggers (re-sent before any new one) and
+    /// returns at once; connecting happens in the background.
+    pub async fn start(
+        config: DispatcherConfig,
+        store: Store,
+        tokens: TokenProvider,
+    ) -> Result<DispatcherHandle, DispatchError> {
+        let unfinished = store.unfinished_triggers().await?;
+        let (stream, events) = AssistStream::connect(config.stream.clone(), tokens);
+        let (connection, _) = watch::channel(None);
+        let (resumed_tx, _) = watch::channel(false);
+        let core = Arc::new(Core {
+            window: Arc::new(Semaphore::new(config.max_pending.max(1))),
+            slots: Slots::new(0),
+            config,
+            store,
+            stream,
+            registry: Mutex::new(HashMap::new()),
+            connection,
+            halt: CancellationToken::new(),
+            halt_reason: OnceLock::new(),
+            resumed: resumed_tx,
+            idle: tokio::sync::Notify::new(),
+            engine_limit: AtomicU32::new(0),
+            reconnects: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            triggers_retried: AtomicU64::new(0),
+            resumed_count: AtomicU64::new(unfinished.len() as u64),
+        });
+        let router = tokio::spawn(route_events(core.clone(), events));
+        let handle = DispatcherHandle {
+            core: core.clone(),
+            router: Arc::new(Mutex::new(Some(router))),
+        };
+        let feeder = handle.clone();
+        tokio::spawn(async move {
+            for row in unfinished {
+                let payload: ActionTriggerPayload = match serde_json::from_value(row.payload) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(correlation_id = %row.correlation_id, error = %e,
+                            "stored trigger payload does not parse; left as it is");
+                        continue;
+                    }
+                };
+                if feeder
+                    .admit(payload, Some((row.state, row.attempts)))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            feeder.core.resumed.send_replace(true);
+        });
+        Ok(handle)
+    }
+}
+
+/// The dispatcher, as its users hold it. Cheap to clone.
+#[derive(Clone)]
+pub struct DispatcherHandle {
+    core: Arc<Core>,
+    router: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+struct Core {
+    config: DispatcherConfig,
+    store: Store,
+    stream: AssistStream,
+    slots: Slots,
+    /// Room for admitted-but-unfinished triggers.
+    window: Arc<Semaphore>,
+    /// Every admitted, unfinished trigger by correlationId (lowercase UUIDs compare equal).
+    registry: Mutex<HashMap<Uuid, Arc<Entry>>>,
+    /// The epoch of the connection that takes sends, if any.
+    connection: watch::Sender<Option<u64>>,
+    /// Cancelled on shutdown or a fatal error; every waiting task watches it.
+    halt: CancellationToken,
+    halt_reason: OnceLock<String>,
+    /// Becomes true once every unfinished trigger from the store was admitted.
+    resumed: watch::Sender<bool>,
+    /// Woken whenever the registry becomes empty.
+    idle: tokio::sync::Notify,
+    engine_limit: AtomicU32,
+    reconnects: AtomicU64,
+    retries: AtomicU64,
+    triggers_retried: AtomicU64,
+    resumed_count: AtomicU64,
+}
+
+/// One admitted trigger, as the router reaches it.
+struct Entry {
+    events: mpsc::UnboundedSender<TriggerEvent>,
+    /// The trigger's slot while it holds one; the router frees it on the `result`.
+    slot: Mutex<Option<Slot>>,
+    phase: watch::Sender<Phase>,
+}
+
+/// What the router tells one trigger.
+#[derive(Debug)]
+enum TriggerEvent {
+    /// `at`: when the router saw it (latencies do not include our own store writes).
+    Ack {
+        duplicate: bool,
+        at: Instant,
+    },
+    Result(ResultPayload, Instant),
+    Refused {
+        code: u16,
+        message: String,
+        payload: ErrorPayload,
+    },
+    Lost {
+        epoch: u64,
+    },
+}
+
+impl DispatcherHandle {
+    /// Admits a trigger: waits for room in the window (and, at start, until every
+    /// unfinished trigger from the store was admitted first), then returns its ticket.
+    /// The store write happens in the background: `ticket.accepted()` awaits it. A
+    /// correlationId already in flight gets that trigger's ticket.
+    pub async fn submit(&self, payload: ActionTriggerPayload) -> Result<Ticket, DispatchError> {
+        let mut resumed = self.core.resumed.subscribe();
+        loop {
+            if *resumed.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                r = resumed.changed() => if r.is_err() { return Err(self.core.stopped()) },
+                _ = self.core.halt.cancelled() => return Err(self.core.stopped()),
+            }
+        }
+        self.admit(payload, None).await
+    }
+
+    async fn admit(
+        &self,
+        payload: ActionTriggerPayload,
+        resume: Option<(TriggerState, u32)>,
+    ) -> Result<Ticket, DispatchError> {
+        let core = &self.core;
+        if core.halt.is_cancelled() {
+            return Err(core.stopped());
+        }
+        let permit = tokio::select! {
+            p = core.window.clone().acquire_owned() => p.map_err(|_| core.stopped())?,
+            _ = core.halt.cancelled() => return Err(core.stopped()),
+        };
+        let correlation_id = payload.correlation_id;
+        let (events, receiver) = mpsc::unbounded_channel();
+        let entry = {
+            let mut registry = core.registry.lock();
+            if let Some(existing) = registry.get(&correlation_id) {
+                return Ok(Ticket {
+                    correlation_id,
+                    phase: existing.phase.subscribe(),
+                });
+            }
+            let (phase, _) = watch::channel(Phase::Queued);
+            let entry = Arc::new(Entry {
+                events,
+                slot: Mutex::new(None),
+                phase,
+            });
+            registry.insert(correlation_id, entry.clone());
+            entry
+        };
+        let ticket = Ticket {
+            correlation_id,
+            phase: entry.phase.subscribe(),
+        };
+        tokio::spawn(drive(
+            core.clone(),
+            entry,
+            receiver,
+            Job { payload, resume },
+            permit,
+        ));
+        Ok(ticket)
+    }
+
+    /// Waits until every admitted trigger finished, or `timeout`; returns how many are
+    /// still unfinished.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let idle = self.core.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            let pending = self.core.registry.lock().len();
+            let resumed = *self.core.resumed.borrow();
+            if (pending == 0 && resumed) || self.core.halt.is_cancelled() {
+                return pending;
+            }
+            tokio::select! {
+                _ = idle => {}
+                _ = tokio::time::sleep_until(deadline) => return self.core.registry.lock().len(),
+                _ = self.core.halt.cancelled() => {}
+                // The resume feeder finishing is also progress.
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    /// Stops: closes the stream, lets every task record where it stands (unfinished
+    /// triggers stay `accepted`/`sent` in the store), and waits for them.
+    pub async fn shutdown(&self) {
+        self.core.halt_with("the dispatcher was shut down".into());
+        self.core.stream.shutdown().await;
+        // Every task watches `halt` and leaves the registry when it ends.
+        loop {
+            let idle = self.core.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.core.registry.lock().is_empty() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
+        }
+        let router = self.router.lock().take();
+        if let Some(router) = router {
+            router.abort();
+            let _ = router.await;
+        }
+    }
+
+    /// Why the dispatcher halted, if it did (a fatal stream error names the fix).
+    pub fn halted(&self) -> Option<String> {
+        self.core
+            .halt
+            .is_cancelled()
+            .then(|| self.core.halt_reason.get().cloned().unwrap_or_default())
+    }
+
+    /// Waits until the dispatcher halts on its own (fatal error) and returns why.
+    pub async fn halted_wait(&self) -> String {
+        self.core.halt.cancelled().await;
+        self.core.halt_reason.get().cloned().unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> DispatchStats {
+        let core = &self.core;
+        DispatchStats {
+            reconnects: core.reconnects.load(Ordering::Relaxed),
+            retries: core.retries.load(Ordering::Relaxed),
+            triggers_retried: core.triggers_retried.load(Ordering::Relaxed),
+            resumed: core.resumed_count.load(Ordering::Relaxed),
+            pending: core.registry.lock().len() as u64,
+            in_flight: core.slots.in_use(),
+            limit: core.slots.limit(),
+        }
+    }
+
+    /// The epoch of the live connection, if connected (health checks).
+    pub fn connected_epoch(&self) -> Option<u64> {
+        *self.core.connection.borrow()
+    }
+}
+
+impl Core {
+    fn stopped(&self) -> DispatchError {
+        DispatchError::Stopped(
+            self.halt_reason
+                .get()
+                .cloned()
+                .unwrap_or_else(|| "the dispatcher is stopping".into()),
+        )
+    }
+
+    fn halt_with(&self, reason: String) {
+        let _ = self.halt_reason.set(reason);
+        self.halt.cancel();
+    }
+
+    fn effective_limit(&self, engine: u32) -> u32 {
+        self.config.concurrency.map_or(engine, |c| c.min(engine))
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<Vec<Option<TriggerState>>, StoreError> {
+        let wrote_outbox = !batch.outbox.is_empty();
+        let receipt = self.store.commit(batch).await?;
+        if wrote_outbox && let Some(notify) = &self.config.outbox_notify {
+            notify();
+        }
+        Ok(receipt.existing)
+    }
+
+    /// Waits for a connection that takes sends; `None` when halted.
+    async fn wait_connected(&self) -> Option<u64> {
+        let mut connection = self.connection.subscribe();
+        loop {
+            if let Some(epoch) = *connection.borrow_and_update() {
+                return Some(epoch);
+            }
+            tokio::select! {
+                r = connection.changed() => r.ok()?,
+                _ = self.halt.cancelled() => return None,
+            }
+        }
+    }
+
+    /// Sends one frame on the live connection, waiting for one if needed; returns the
+    /// connection's epoch, or `None` when halted.
+    async fn send(&self, frame: &Utf8Bytes) -> Option<u64> {
+        let mut connection = self.connection.subscribe();
+        loop {
+            if connection.borrow_and_update().is_some()
+                && let Ok(epoch) = self.stream.send_text(frame.clone()).await
+            {
+                return Some(epoch);
+            }
+            tokio::select! {
+                r = connection.changed() => r.ok()?,
+                _ = self.halt.cancelled() => return None,
+            }
+        }
+    }
+
+    fn set_limit_from_engine(&self, engine: u32) {
+        self.engine_limit.store(engine, Ordering::Relaxed);
+        let limit = self.effective_limit(engine);
+        self.slots.set_limit(limit);
+        metrics::gauge!(m::CONCURRENCY_LIMIT).set(f64::from(limit));
+    }
+}
+
+/// Reads stream events and hands each to the trigger(s) it concerns.
+async fn route_events(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<StreamEvent>) {
+    while let Some(event) = events.recv().await {
+        match event {
+            StreamEvent::Connected {
+                epoch,
+                max_concurrent_actions,
+                ..
+            } => {
+                if epoch > 1 {
+                    core.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                core.set_limit_from_engine(max_concurrent_actions);
+                core.connection.send_replace(Some(epoch));
+            }
+            StreamEvent::Capacity {
+                max_concurrent_actions,
+            } => {
+                tracing::info!(max_concurrent_actions, "engine capacity changed");
+                core.set_limit_from_engine(max_concurrent_actions);
+            }
+            StreamEvent::Draining { epoch, .. } => {
+                core.connection
+                    .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
+            }
+            StreamEvent::Disconnected { epoch, .. } => {
+                core.connection
+                    .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
+                let entries: Vec<Arc<Entry>> = core.registry.lock().values().cloned().collect();
+                for entry in entries {
+                    let _ = entry.events.send(TriggerEvent::Lost { epoch });
+                }
+            }
+            StreamEvent::Ack { ack, .. } => {
+                route(
+                    &core,
+                    ack.correlation_id,
+                    TriggerEvent::Ack {
+                        duplicate: ack.duplicate,
+                        at: Instant::now(),
+                    },
+                );
+            }
+            StreamEvent::Result { result, .. } => {
+                let entry = core.registry.lock().get(&result.correlation_id).cloned();
+                if let Some(entry) = entry {
+                    // The engine freed its place; free ours before the store write.
+                    drop(entry.slot.lock().take());
+                    let _ = entry
+                        .events
+                        .send(TriggerEvent::Result(result, Instant::now()));
+                }
+            }
+            StreamEvent::Refused {
+                code,
+                message,
+                payload,
+                ..
+            } => match payload.correlation_id {
+                Some(id) => route(
+                    &core,
+                    id,
+                    TriggerEvent::Refused {
+                        code,
+                        message,
+                        payload,
+                    },
+                ),
+                None => tracing::warn!(code, %message, "assist stream refused a message"),
+            },
+            StreamEvent::Fatal { error } => {
+                core.connection.send_replace(None);
+                core.halt_with(error.to_string());
+            }
+        }
+    }
+}
+
+fn route(core: &Core, id: Uuid, event: TriggerEvent) {
+    let entry = core.registry.lock().get(&id).cloned();
+    if let Some(entry) = entry {
+        let _ = entry.events.send(event);
+    }
+}
+
+/// What one trigger task works on.
+struct Job {
+    payload: ActionTriggerPayload,
+    /// Set when resuming a stored unfinished trigger: its state and sends so far.
+    resume: Option<(TriggerState, u32)>,
+}
+
+/// One trigger's life. Always ends by publishing an outcome and leaving the registry.
+async fn drive(
+    core: Arc<Core>,
+    entry: Arc<Entry>,
+    events: mpsc::UnboundedReceiver<TriggerEvent>,
+    job: Job,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = job.payload.correlation_id;
+    let (admission, outcome) = run(&core, &entry, events, job).await;
+    // Whatever happened, the slot goes back (normally the router freed it already).
+    drop(entry.slot.lock().take());
+    metrics::counter!(m::TRIGGERS, "state" => state_label(outcome.state)).increment(1);
+    entry
+        .phase
+        .send_replace(Phase::Done(admission, Box::new(outcome)));
+    let now_empty = {
+        let mut registry = core.registry.lock();
+        if registry.get(&id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+            registry.remove(&id);
+        }
+        registry.is_empty()
+    };
+    drop(permit);
+    if now_empty {
+        core.idle.notify_waiters();
+    }
+}
+
+/// Where a running trigger stands.
+struct Run<'a> {
+    core: &'a Core,
+    payload: &'a ActionTriggerPayload,
+    parameters_sha256: String,
+    acked: bool,
+    attempts: u32,
+    retries: u32,
+    accepted_at: chrono::DateTime<Utc>,
+    first_sent: Option<(Instant, chrono::DateTime<Utc>)>,
+    queue_wait: Option<Duration>,
+    send_to_ack: Option<Duration>,
+    send_to_result: Option<Duration>,
+}
+
+impl Run<'_> {
+    fn facts(&self) -> TriggerFacts<'_> {
+        TriggerFacts {
+            payload: self.payload,
+            parameters_sha256: &self.parameters_sha256,
+            attempts: self.attempts,
+            retries: self.retries,
+            started_at: self.first_sent.map_or(self.accepted_at, |(_, at)| at),
+            queue_wait: self.queue_wait,
+            send_to_ack: self.send_to_ack,
+            send_to_result: self.send_to_result,
+        }
+    }
+
+    fn outcome(&self, state: TriggerState, error: Option<String>) -> Outcome {
+        Outcome {
+            correlation_id: self.payload.correlation_id,
+            state,
+            error,
+            retries: self.retries,
+            queue_wait: self.queue_wait,
+            send_to_ack: self.send_to_ack,
+            send_to_result: self.send_to_result,
+            already_final: false,
+        }
+    }
+
+    /// Where it stands in the store now (for an outcome when halted).
+    fn stored_state(&self) -> TriggerState {
+        if self.acked {
+            TriggerState::Sent
+        } else {
+            TriggerState::Accepted
+        }
+    }
+
+    fn halted(&self) -> Outcome {
+        let reason = self
+            .core
+            .halt_reason
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the dispatcher stopped".into());
+        self.outcome(self.stored_state(), Some(format!("not finished: {reason}")))
+    }
+
+    /// Counts one retryable refusal; `false` when `maxRetries` is spent.
+    fn take_retry(&mut self) -> bool {
+        if self.retries >= u32::from(self.payload.max_retries) {
+            return false;
+        }
+        if self.retries == 0 {
+            self.core.triggers_retried.fetch_add(1, Ordering::Relaxed);
+        }
+        self.retries += 1;
+        self.core.retries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(m::RETRIES).increment(1);
+        true
+    }
+
+    async fn commit(&self, batch: WriteBatch) -> Result<(), Outcome> {
+        match self.core.commit(batch).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let reason = format!("store write failed: {e}");
+                tracing::error!(correlation_id = %self.payload.correlation_id, %reason);
+                self.core.halt_with(reason.clone());
+                Err(self.outcome(self.stored_state(), Some(reason)))
+            }
+        }
+    }
+
+    /// Final refusal without a result: `Rejected` (+ CRM `initiated`/`failed`).
+    async fn reject(&self, code: &str, message: String) -> Outcome {
+        let refusal = Refusal {
+            code: code.to_owned(),
+            message,
+        };
+        let batch = self
+            .core
+            .config
+            .recorder
+            .rejected(&self.facts(), &refusal, Utc::now());
+        if let Err(o) = self.commit(batch).await {
+            return o;
+        }
+        self.outcome(TriggerState::Rejected, Some(refusal.message))
+    }
+}
+
+async fn run(
+    core: &Core,
+    entry: &Entry,
+    mut events: mpsc::UnboundedReceiver<TriggerEvent>,
+    job: Job,
+) -> (Admission, Outcome) {
+    let payload = &job.payload;
+    let id = payload.correlation_id;
+    let admitted_at = Instant::now();
+    let accepted_at = Utc::now();
+
+    // 1. Durable first.
+    let (admission, acked, attempts) = match job.resume {
+        Some((state, attempts)) => (
+            Admission::Resumed(state),
+            state == TriggerState::Sent,
+            attempts,
+        ),
+        None => {
+            let batch = WriteBatch {
+                triggers: vec![TriggerWrite::Accept {
+                    correlation_id: id,
+                    action_type: payload.action_type.clone(),
+                    // Plain data: serialization cannot fail.
+                    payload: serde_json::to_value(payload).unwrap_or_default(),
+                    at: accepted_at,
+                }],
+                ..WriteBatch::default()
+            };
+            match core.commit(batch).await {
+                Err(e) => {
+                    let reason = format!("store write failed: {e}");
+                    core.halt_with(reason.clone());
+                    let mut o = Outcome::bare(id, TriggerState::Accepted);
+                    o.error = Some(reason);
+                    return (Admission::New, o);
+                }
+                Ok(existing) => match existing.first().copied().flatten() {
+                    None => (Admission::New, false, 0),
+                    Some(state) if state.is_unfinished() => {
+                        (Admission::Resumed(state), state == TriggerState::Sent, 0)
+                    }
+                    Some(state) => {
+                        let mut o = Outcome::bare(id, state);
+                        o.already_final = true;
+                        return (Admission::AlreadyFinal(state), o);
+                    }
+                },
+            }
+        }
+    };
+    entry.phase.send_replace(Phase::Accepted(admission));
+
+    let mut run = Run {
+        core,
+        payload,
+        parameters_sha256: parameters_sha256(&payload.parameter_matrix),
+        acked,
+        attempts,
+        retries: 0,
+        accepted_at,
+        first_sent: None,
+        queue_wait: None,
+        send_to_ack: None,
+        send_to_result: None,
+    };
+
+    // 2. A slot, once the engine has told us its limit.
+    if core.wait_connected().await.is_none() {
+        return (admission, run.halted());
+    }
+    let slot_wait = Instant::now();
+    let slot = tokio::select! {
+        s = tokio::time::timeout(core.config.slot_timeout, core.slots.acquire()) => s,
+        _ = core.halt.cancelled() => return (admission, run.halted()),
+    };
+    let Ok(slot) = slot else {
+        let message = format!(
+            "concurrency slot timeout: no slot free within {:?} (limit {}, dispatch.slot_timeout)",
+            core.config.slot_timeout,
+            core.slots.limit()
+        );
+        return (admission, run.reject("slot_timeout", message).await);
+    };
+    metrics::histogram!(m::SLOT_WAIT).record(slot_wait.elapsed().as_secs_f64());
+    run.queue_wait = Some(admitted_at.elapsed());
+    *entry.slot.lock() = Some(slot);
+    metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
+    let outcome = send_until_done(&mut run, entry, &mut events).await;
+    metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
+    (admission, outcome)
+}
+
+/// Sends, and re-sends as the answers require, until a result or a final refusal.
+async fn send_until_done(
+    run: &mut Run<'_>,
+    entry: &Entry,
+    events: &mut mpsc::UnboundedReceiver<TriggerEvent>,
+) -> Outcome {
+    let core = run.core;
+    let frame = Utf8Bytes::from(send_frame(run.payload));
+    // Events taken off the channel early (while looking for a result behind an ack).
+    let mut early: VecDeque<TriggerEvent> = VecDeque::new();
+    'send: loop {
+        let Some(epoch) = core.send(&frame).await else {
+            return run.halted();
+        };
+        let sent = Instant::now();
+        run.attempts += 1;
+        if run.first_sent.is_none() {
+            run.first_sent = Some((sent, Utc::now()));
+        }
+        loop {
+            let event = if let Some(e) = early.pop_front() {
+                Some(e)
+            } else {
+                tokio::select! {
+                e = events.recv() => e,
+                _ = tokio::time::sleep_until(sent + core.config.result_timeout) => {
+                    tracing::warn!(correlation_id = %run.payload.correlation_id,
+                        "no answer within {:?}; sending again", core.config.result_timeout);
+                    continue 'send;
+                }
+                _ = core.halt.cancelled() => return run.halted(),
+                }
+            };
+            let Some(event) = event else {
+                return run.halted();
+            };
+            match event {
+                TriggerEvent::Ack { duplicate, at } => {
+                    if run.acked {
+                        continue;
+                    }
+                    run.acked = true;
+                    run.send_to_ack = Some(at.saturating_duration_since(sent));
+                    tracing::trace!(correlation_id = %run.payload.correlation_id, duplicate, "acked");
+                    // A result already waiting (fast actions) goes into the same batch.
+                    while let Ok(e) = events.try_recv() {
+                        early.push_back(e);
+                    }
+                    if let Some(i) = early
+                        .iter()
+                        .position(|e| matches!(e, TriggerEvent::Result(..)))
+                        && let Some(TriggerEvent::Result(result, at)) = early.remove(i)
+                    {
+                        return finish(run, Some(Utc::now()), &result, at).await;
+                    }
+                    let batch = core.config.recorder.acked(&run.facts(), Utc::now());
+                    if let Err(o) = run.commit(batch).await {
+                        return o;
+                    }
+                }
+                TriggerEvent::Result(result, at) => {
+                    // Never unacked in practice (the ack comes first on the wire); if it
+                    // were, its `Sent` step is written with the result.
+                    let acked_now = (!run.acked).then(Utc::now);
+                    run.acked = true;
+                    return finish(run, acked_now, &result, at).await;
+                }
+                TriggerEvent::Refused {
+                    code,
+                    message,
+                    payload,
+                } => match code {
+                    429 | 500..=599 => {
+                        if !run.take_retry() {
+                            let what = if code == 429 {
+                                "rate_limited"
+                            } else {
+                                "unavailable"
+                            };
+                            let text = format!(
+                                "the engine refused it with {code} ({message}) and its maxRetries ({}) are spent",
+                                run.payload.max_retries
+                            );
+                            return run.reject(what, text).await;
+                        }
+                        // The engine did not take it: give the slot back while waiting,
+                        // then queue first for one (a 429 can mean the limit was lowered;
+                        // holding slots through it would keep the engine full of retries).
+                        drop(entry.slot.lock().take());
+                        let asked = payload.retry_after_ms.map(Duration::from_millis);
+                        let wait = core
+                            .config
+                            .refusal_retry
+                            .next_delay(run.retries - 1, asked, Duration::ZERO)
+                            .unwrap_or_default();
+                        let slot = tokio::select! {
+                            s = async {
+                                tokio::time::sleep(wait).await;
+                                core.slots.acquire_first().await
+                            } => s,
+                            _ = core.halt.cancelled() => return run.halted(),
+                        };
+                        *entry.slot.lock() = Some(slot);
+                        continue 'send;
+                    }
+                    403 => {
+                        let scopes = payload.missing_scopes.unwrap_or_default().join(", ");
+                        let text = format!(
+                            "the engine refused it (403 {message}); the OAuth client lacks the scope(s) {scopes}"
+                        );
+                        return run.reject("forbidden", text).await;
+                    }
+                    _ => {
+                        let details = payload
+                            .details
+                            .unwrap_or_default()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        let text = if details.is_empty() {
+                            format!("the engine rejected it ({code} {message})")
+                        } else {
+                            format!("the engine rejected it ({code} {message}): {details}")
+                        };
+                        return run.reject("rejected", text).await;
+                    }
+                },
+                TriggerEvent::Lost { epoch: lost } => {
+                    if lost != epoch {
+                        continue;
+                    }
+                    if !run.acked && !run.take_retry() {
+                        let text = format!(
+                            "the connection was lost before the engine acknowledged it and its maxRetries ({}) are spent",
+                            run.payload.max_retries
+                        );
+                        return run.reject("connection_lost", text).await;
+                    }
+                    continue 'send;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the result (with the `Sent` step first when `acked_at` is set, in one batch)
+/// and returns the outcome.
+async fn finish(
+    run: &mut Run<'_>,
+    acked_at: Option<chrono::DateTime<Utc>>,
+    result: &ResultPayload,
+    received: Instant,
+) -> Outcome {
+    let core = run.core;
+    let first = run.first_sent.map_or(received, |(at, _)| at);
+    let latency = received.saturating_duration_since(first);
+    run.send_to_result = Some(latency);
+    metrics::histogram!(m::SEND_TO_RESULT).record(latency.as_secs_f64());
+    let mut batch = match acked_at {
+        Some(at) => core.config.recorder.acked(&run.facts(), at),
+        None => WriteBatch::default(),
+    };
+    let done = core
+        .config
+        .recorder
+        .finished(&run.facts(), result, Utc::now());
+    batch.triggers.extend(done.triggers);
+    batch.outbox.extend(done.outbox);
+    batch.audit.extend(done.audit);
+    if let Err(o) = run.commit(batch).await {
+        return o;
+    }
+    let (state, error) = match result.state {
+        ResultState::Completed => (TriggerState::Completed, None),
+        ResultState::Failed => (
+            TriggerState::Failed,
+            Some(result.error.as_ref().map_or_else(
+                || "the engine reported failure".to_owned(),
+                |e| format!("{}: {}", e.code, e.message),
+            )),
+        ),
+    };
+    run.outcome(state, error)
+}
+
+/// `{"type":"send","payload":…}`, serialized straight from the payload (the same text
+/// `WsMessage::send(p).to_json()` gives, without building a JSON tree first).
+fn send_frame(payload: &ActionTriggerPayload) -> String {
+    #[derive(serde::Serialize)]
+    struct Send<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        payload: &'a ActionTriggerPayload,
+    }
+    // Plain data with string keys: serialization cannot fail.
+    serde_json::to_string(&Send {
+        kind: "send",
+        payload,
+    })
+    .unwrap_or_default()
+}
+
+fn state_label(state: TriggerState) -> &'static str {
+    match state {
+        TriggerState::Accepted => "accepted",
+        TriggerState::Sent => "sent",
+        TriggerState::Completed => "completed",
+        TriggerState::Failed => "failed",
+        TriggerState::Rejected => "rejected",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_frame_is_the_protocol_message() {
+        let payload: ActionTriggerPayload = serde_json::from_value(serde_json::json!({
+            "actionType": "knowledge_search",
+            "parameterMatrix": {"query": "q \"quoted\"", "maxResults": 3},
+            "executionContext": {"agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+                                 "sessionId": "s", "interactionType": "chat"},
+            "correlationId": "550e8400-e29b-41d4-a716-446655440000",
+            "maxRetries": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            send_frame(&payload),
+            gcx_protocol::assist::WsMessage::send(&payload).to_json()
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! The Agent Assist trigger pipeline: `stream` (one WebSocket), `dispatcher` (slots,
+//! retries, resume) and `intake` (files, stdin, HTTP bodies -> validated triggers).
+//!
+//! - [`stream`]: the supervised WebSocket and its events.
+//! - [`dispatcher`]: admission, slots, sends, retries, resume, store writes.
+//! - [`intake`]: files, stdin and HTTP bodies -> validated triggers, with line numbers.
+//! - [`slots`]: the resizable FIFO semaphore behind the concurrency limit.
+//! - [`record`]: the store batches (state, CRM outbox row, audit event) of each step.
+//! - [`metrics`]: metric names.
+
+pub mod dispatcher;
+pub mod intake;
+pub mod metrics;
+pub mod record;
+pub mod slots;
+pub mod stream;

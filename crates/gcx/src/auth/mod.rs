@@ -1,0 +1,15 @@
+//! `TokenProvider`: OAuth 2.0 client credentials (PROTOCOL.md section 2), cached, refreshed
+//! ahead of expiry with one refresh in flight however many tasks ask.
+//!
+//! - [`token`]: [`AccessToken`], a token with its lifetime; Debug never shows the value.
+//! - [`provider`]: [`TokenProvider`] (fetch, cache, single-flight refresh, background
+//!   refresh, a `watch` of fresh tokens, "401: refresh once and retry once").
+//! - [`error`]: [`AuthError`], each variant naming the setting to fix.
+
+pub mod error;
+pub mod provider;
+pub mod token;
+
+pub use error::{AuthError, AuthorizedError};
+pub use provider::{Credentials, TokenProvider};
+pub use token::AccessToken;

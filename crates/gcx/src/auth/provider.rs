@@ -1,0 +1,441 @@
+//! [`TokenProvider`]: fetches client-credentials tokens, caches the current one, refreshes
+//! it at `expires_in - min(60 s, 10 %)` in the background, and publishes every fresh token
+//! on a `watch` (the assist stream sends a `reauth` with it).
+//!
+//! **Invariant:** at most one token request is in flight per provider. Every path that
+//! fetches (`token`, `invalidate_and_refresh`, the background refresher) does so holding
+//! `refresh_lock`, and re-checks the cache once it has the lock, so a crowd of callers
+//! that all find the token stale causes one request, not one each.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use gcx_protocol::oauth::{OAuthError, TokenResponse};
+use reqwest::StatusCode;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use super::error::{AuthError, AuthorizedError};
+use super::token::AccessToken;
+use crate::config::Secret;
+use crate::retry::RetryPolicy;
+
+/// Who logs in, where, and for which scopes.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// `https://login.<domain>` (or a sandbox URL): the token endpoint is
+    /// `{login_base}/oauth/token`.
+    pub login_base: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Scopes to ask for; empty asks for none and gets whatever the client has. Asking
+    /// makes a missing scope fail at login, with its name, instead of at first use.
+    pub scopes: Vec<String>,
+}
+
+impl Credentials {
+    pub fn new(
+        login_base: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: Secret,
+    ) -> Credentials {
+        Credentials {
+            login_base: login_base.into(),
+            client_id: client_id.into(),
+            client_secret,
+            scopes: Vec::new(),
+        }
+    }
+
+    pub fn with_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        self.scopes = scopes.into_iter().map(Into::into).collect();
+        self
+    }
+}
+
+/// The retry policy of token requests unless told otherwise: 429, 5xx and connection
+/// faults are retried for up to 30 s.
+pub const DEFAULT_RETRY: RetryPolicy =
+    RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(5))
+        .with_deadline(Duration::from_secs(30));
+
+/// A cached, self-refreshing source of access tokens. Cheap to clone; clones share the
+/// cache, the single-flight lock and the watch.
+#[derive(Clone)]
+pub struct TokenProvider {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    credentials: Credentials,
+    /// `{login_base}/oauth/token`, checked once.
+    token_url: reqwest::Url,
+    http: reqwest::Client,
+    retry: RetryPolicy,
+    /// Held for the whole of a fetch: the single-flight guarantee.
+    refresh_lock: Mutex<()>,
+    /// The current token (`None` before the first fetch); receivers see each new one.
+    current: watch::Sender<Option<AccessToken>>,
+    /// Source of [`AccessToken::generation`].
+    generation: AtomicU64,
+    /// Whether the background refresher runs (started on the first fetch).
+    refresher_started: AtomicBool,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("token_url", &self.inner.token_url.as_str())
+            .field("client_id", &self.inner.credentials.client_id)
+            .field("scopes", &self.inner.credentials.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    /// A provider that fetches nothing until asked, retrying token requests with
+    /// [`DEFAULT_RETRY`]. `http` should come from [`crate::http_client::build`].
+    pub fn new(credentials: Credentials, http: reqwest::Client) -> Result<Self, AuthError> {
+        Self::with_retry(credentials, http, DEFAULT_RETRY)
+    }
+
+    /// As [`TokenProvider::new`], with another retry policy for token requests.
+    pub fn with_retry(
+        credentials: Credentials,
+        http: reqwest::Client,
+        retry: RetryPolicy,
+    ) -> Result<Self, AuthError> {
+        let base = credentials.login_base.trim_end_matches('/');
+        let token_url =
+            reqwest::Url::parse(&format!("{base}/oauth/token")).map_err(|e| AuthError::BadUrl {
+                url: credentials.login_base.clone(),
+                reason: e.to_string(),
+            })?;
+        if !matches!(token_url.scheme(), "http" | "https") {
+            return Err(AuthError::BadUrl {
+                url: credentials.login_base.clone(),
+                reason: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let (current, _) = watch::channel(None);
+        Ok(TokenProvider {
+            inner: Arc::new(Inner {
+                credentials,
+                token_url,
+                http,
+                retry,
+                refresh_lock: Mutex::new(()),
+                current,
+                generation: AtomicU64::new(0),
+                refresher_started: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.inner.credentials.client_id
+    }
+
+    /// A valid token: the cached one while it is before its refresh time, else a fresh
+    /// one (fetched once however many tasks ask at the same moment).
+    pub async fn token(&self) -> Result<AccessToken, AuthError> {
+        if let Some(t) = self.cached_fresh() {
+            return Ok(t);
+        }
+        let _flight = self.inner.refresh_lock.lock().await;
+        if let Some(t) = self.cached_fresh() {
+            return Ok(t);
+        }
+        self.fetch_and_publish().await
+    }
+
+    /// After a server refused `stale` (a 401): a new token, fetched unless another task
+    /// already replaced `stale`. The caller retries its request once with the answer.
+    pub async fn invalidate_and_refresh(
+        &self,
+        stale: &AccessToken,
+    ) -> Result<AccessToken, AuthError> {
+        let _flight = self.inner.refresh_lock.lock().await;
+        if let Some(t) = self.cached_fresh()
+            && t.generation != stale.generation
+        {
+            return Ok(t);
+        }
+        self.fetch_and_publish().await
+    }
+
+    /// Every token this provider fetches from now on (and the current one, if any).
+    pub fn subscribe(&self) -> watch::Receiver<Option<AccessToken>> {
+        self.inner.current.subscribe()
+    }
+
+    /// Tokens fetched so far (the first one included).
+    pub fn fetches(&self) -> u64 {
+        self.inner.generation.load(Ordering::Relaxed)
+    }
+
+    /// Sends the request `build` makes with the current token; on a 401 refreshes once
+    /// and sends it once more (PROTOCOL.md section 2). Other statuses are the caller's.
+    pub async fn send_authorized<F>(&self, build: F) -> Result<reqwest::Response, AuthorizedError>
+    where
+        F: Fn() -> reqwest::RequestBuilder,
+    {
+        let token = self.token().await?;
+        let response = build().bearer_auth(token.expose()).send().await?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            return Ok(response);
+        }
+        let token = self.invalidate_and_refresh(&token).await?;
+        Ok(build().bearer_auth(token.expose()).send().await?)
+    }
+
+    fn cached_fresh(&self) -> Option<AccessToken> {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .filter(|t| !t.needs_refresh())
+            .cloned()
+    }
+
+    /// Fetches (with retries) and publishes. Callers hold `refresh_lock`.
+    async fn fetch_and_publish(&self) -> Result<AccessToken, AuthError> {
+        let token = self.fetch_with_retries().await?;
+        self.inner.current.send_replace(Some(token.clone()));
+        metrics::counter!(crate::assist::metrics::TOKEN_REFRESHES).increment(1);
+        tracing::debug!(
+            client_id = %self.inner.credentials.client_id,
+            generation = token.generation,
+            expires_in_s = token.expires_in().as_secs(),
+            "fetched an access token"
+        );
+        self.start_refresher();
+        Ok(token)
+    }
+
+    async fn fetch_with_retries(&self) -> Result<AccessToken, AuthError> {
+        let mut backoff = self.inner.retry.start();
+        loop {
+            let (retry_after, last) = match self.fetch_once().await {
+                Attempt::Done(result) => return result,
+                Attempt::Retry { retry_after, last } => (retry_after, last),
+            };
+            let Some(wait) = backoff.next(retry_after) else {
+                return Err(AuthError::Unavailable {
+                    url: self.inner.token_url.to_string(),
+                    attempts: backoff.retries() + 1,
+                    elapsed: backoff.elapsed(),
+                    last,
+                });
+            };
+            tracing::warn!(url = %self.inner.token_url, %last, ?wait, "token request failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn fetch_once(&self) -> Attempt {
+        let creds = &self.inner.credentials;
+        let url = self.inner.token_url.to_string();
+        let mut form = vec![("grant_type", "client_credentials".to_owned())];
+        if !creds.scopes.is_empty() {
+            form.push(("scope", creds.scopes.join(" ")));
+        }
+        let fetched_at = Instant::now();
+        let response = self
+            .inner
+            .http
+            .post(self.inner.token_url.clone())
+            .basic_auth(&creds.client_id, Some(creds.client_secret.expose()))
+            .form(&form)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                return Attempt::Retry {
+                    retry_after: None,
+                    last: format!("connection failed: {}", e.without_url()),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = crate::retry::retry_after_header(response.headers(), chrono::Utc::now());
+        let body = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return Attempt::Retry {
+                    retry_after: None,
+                    last: format!("reading the answer failed: {}", e.without_url()),
+                };
+            }
+        };
+        if status == StatusCode::OK {
+            return Attempt::Done(self.accept(&body, fetched_at, url));
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
+            return Attempt::Retry {
+                retry_after: if status == StatusCode::TOO_MANY_REQUESTS {
+                    retry_after.or(Some(Duration::from_secs(1)))
+                } else {
+                    retry_after
+                },
+                last: format!("status {status}"),
+            };
+        }
+        let error: OAuthError = serde_json::from_slice(&body).unwrap_or(OAuthError {
+            error: String::new(),
+            error_description: Some(String::from_utf8_lossy(&body).chars().take(200).collect()),
+        });
+        let description = error.error_description.clone().unwrap_or_default();
+        let result = match (status, error.error.as_str()) {
+            (StatusCode::UNAUTHORIZED, _) => AuthError::InvalidClient {
+                url,
+                client_id: creds.client_id.clone(),
+                description,
+            },
+            (_, "invalid_scope") | (StatusCode::FORBIDDEN, _) => AuthError::MissingScope {
+                client_id: creds.client_id.clone(),
+                missing: self.missing_scopes_named_in(&description),
+                description,
+            },
+            _ => AuthError::Refused {
+                url,
+                status: status.as_u16(),
+                error: error.error,
+                description,
+            },
+        };
+        Attempt::Done(Err(result))
+    }
+
+    /// A 200 answer: the token, unless it lacks a scope that was asked for.
+    fn accept(
+        &self,
+        body: &[u8],
+        fetched_at: Instant,
+        url: String,
+    ) -> Result<AccessToken, AuthError> {
+        let creds = &self.inner.credentials;
+        let parsed: TokenResponse =
+            serde_json::from_slice(body).map_err(|e| AuthError::BadResponse {
+                url,
+                reason: e.to_string(),
+            })?;
+        let scopes: Vec<String> = match &parsed.scope {
+            Some(s) => s.split_whitespace().map(str::to_owned).collect(),
+            // No `scope` field: the server granted what was asked.
+            None => creds.scopes.clone(),
+        };
+        let missing: Vec<String> = creds
+            .scopes
+            .iter()
+            .filter(|s| !scopes.contains(s))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(AuthError::MissingScope {
+                client_id: creds.client_id.clone(),
+                missing,
+                description: "the token was granted without them".into(),
+            });
+        }
+        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        Ok(AccessToken::new(
+            parsed.access_token,
+            fetched_at,
+            parsed.expires_in,
+            scopes,
+            generation,
+        ))
+    }
+
+    /// The requested scopes the server's description names; all requested ones when it
+    /// names none of them.
+    fn missing_scopes_named_in(&self, description: &str) -> Vec<String> {
+        let requested = &self.inner.credentials.scopes;
+        let named: Vec<String> = requested
+            .iter()
+            .filter(|s| description.contains(s.as_str()))
+            .cloned()
+            .collect();
+        if named.is_empty() {
+            requested.clone()
+        } else {
+            named
+        }
+    }
+
+    /// Starts the background refresher once, if there is a runtime to run it on.
+    fn start_refresher(&self) {
+        if self.inner.refresher_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.inner.refresher_started.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(refresh_in_background(
+            Arc::downgrade(&self.inner),
+            self.inner.current.subscribe(),
+        ));
+    }
+}
+
+/// The outcome of one token request.
+enum Attempt {
+    Done(Result<AccessToken, AuthError>),
+    Retry {
+        retry_after: Option<Duration>,
+        last: String,
+    },
+}
+
+/// Replaces the token at its refresh time, for as long as any provider clone lives. It
+/// holds only a weak reference, so it never keeps the provider alive by itself.
+async fn refresh_in_background(
+    provider: Weak<Inner>,
+    mut current: watch::Receiver<Option<AccessToken>>,
+) {
+    // After a failed refresh, wait before the next try (the fetch itself already retried
+    // up to its deadline); without this the loop would spin on a token past its time.
+    let mut failures =
+        RetryPolicy::new(Duration::from_millis(250), Duration::from_secs(10)).start();
+    loop {
+        let refresh_at = current.borrow_and_update().as_ref().map(|t| t.refresh_at);
+        let changed = async {
+            match refresh_at {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => Ok(false),
+                        r = current.changed() => r.map(|_| true),
+                    }
+                }
+                None => current.changed().await.map(|_| true),
+            }
+        };
+        match changed.await {
+            // The provider is gone.
+            Err(_) => return,
+            // Someone fetched a new token: wait for its refresh time instead.
+            Ok(true) => continue,
+            Ok(false) => {}
+        }
+        let Some(inner) = provider.upgrade() else {
+            return;
+        };
+        let provider_now = TokenProvider { inner };
+        match provider_now.token().await {
+            Ok(_) => failures.reset(),
+            Err(e) => {
+                let wait = failures.next(None).unwrap_or(Duration::from_secs(10));
+                tracing::warn!(error = %e, ?wait, "background token refresh failed");
+                drop(provider_now);
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! # `gcx bench`: every benchmark the issues ask for, behind one entry point
+//!
+//! Each benchmark is a library function in its own module that takes a size and returns
+//! a measurement; [`BENCHES`] lists them with the figures each produces, their units and
+//! aims; [`measure`] runs one by name. The CLI (`cli/bench.rs`) repeats each `--runs`
+//! times and prints one table of medians.
+//!
+//! Every benchmark starts what it needs in this process (a sandbox on port 0, a store in
+//! a temporary folder), so the figures include the sandbox's own work on the same cores.
+//!
+//! # Layout
+//! - [`dispatch`]: triggers through the full durable pipeline (throughput, slot use).
+//! - [`audit`]: durable audit appends through group commit (SQLite, PostgreSQL).
+//! - [`outbox`]: webhook deliveries to the sandbox's CRM receiver.
+//! - [`events`]: the simulator's events/s and requests/s, and `wrk` as the external peer.
+//! - [`stream`]: a bare load client on the sandbox's assist stream.
+//! - [`serve`]: HTTP intake through `gcx serve` (a child process).
+//! - [`table`]: medians and the one table.
+
+pub mod audit;
+pub mod dispatch;
+pub mod events;
+pub mod outbox;
+pub mod serve;
+pub mod stream;
+pub mod table;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// What a figure should reach on this 2-core machine (from the issues).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Aim {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Aim {
+    pub fn met_by(self, value: f64) -> bool {
+        match self {
+            Aim::AtLeast(a) => value >= a,
+            Aim::AtMost(a) => value <= a,
+        }
+    }
+}
+
+/// One number a benchmark reports.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Figure {
+    /// Key in a [`Measurement`].
+    pub id: &'static str,
+    /// What it is, for the table.
+    pub label: &'static str,
+    pub unit: &'static str,
+    pub aim: Option<Aim>,
+}
+
+const fn figure(id: &'static str, label: &'static str, unit: &'static str) -> Figure {
+    Figure {
+        id,
+        label,
+        unit,
+        aim: None,
+    }
+}
+
+const fn at_least(id: &'static str, label: &'static str, unit: &'static str, aim: f64) -> Figure {
+    Figure {
+        id,
+        label,
+        unit,
+        aim: Some(Aim::AtLeast(aim)),
+    }
+}
+
+/// One benchmark: a name for `--only`, its size in full and in `--quick`, its figures.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Bench {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub full_size: u64,
+    pub quick_size: u64,
+    /// What the size counts (`triggers`, `records`, `seconds`...).
+    pub size_unit: &'static str,
+    pub figures: &'static [Figure],
+}
+
+/// Every benchmark, in the table's order.
+pub const BENCHES: &[Bench] = &[
+    Bench {
+        name: "dispatch",
+        about: "triggers through the durable pipeline, engine latency 0, limit 50 (issue 4)",
+        full_size: 50_000,
+        quick_size: 300,
+        size_unit: "triggers",
+        figures: &[
+            at_least(
+                "throughput",
+                "completed triggers, engine latency 0",
+                "triggers/s",
+                20_000.0,
+            ),
+            figure("p50", "send->result p50, engine latency 0", "ms"),
+            figure("p99", "send->result p99, engine latency 0", "ms"),
+        ],
+    },
+    Bench {
+        name: "slots",
+        about: "slot utilisation at engine latency 20 ms, limit 50 (issue 4)",
+        full_size: 10_000,
+        quick_size: 200,
+        size_unit: "triggers",
+        figures: &[at_least(
+            "utilisation",
+            "slot utilisation, 20 ms / limit 50 (of 2,500/s)",
+            "%",
+            95.0,
+        )],
+    },
+    Bench {
+        name: "audit-sqlite",
+        about: "durable audit appends, 1000 writers, group commit, SQLite (issue 3)",
+        full_size: 200_000,
+        quick_size: 2_000,
+        size_unit: "records",
+        figures: &[at_least(
+            "appends",
+            "audit appends, SQLite",
+            "records/s",
+            50_000.0,
+        )],
+    },
+    Bench {
+        name: "audit-postgres",
+        about: "durable audit appends, 1000 writers, group commit, PostgreSQL (issue 3)",
+        full_size: 200_000,
+        quick_size: 2_000,
+        size_unit: "records",
+        figures: &[at_least(
+            "appends",
+            "audit appends, PostgreSQL",
+            "records/s",
+            50_000.0,
+        )],
+    },
+    Bench {
+        name: "outbox",
+        about: "signed CRM webhooks delivered to the sandbox receiver, SQLite (issue 3)",
+        full_size: 20_000,
+        quick_size: 200,
+        size_unit: "messages",
+        figures: &[at_least(
+            "deliveries",
+            "outbox deliveries",
+            "deliveries/s",
+            5_000.0,
+        )],
+    },
+    Bench {
+        name: "events-500",
+        about: "gcx simulate at batch 500 async, 10,000 agents; wrk at batch 500 as the peer (issues 2, 6)",
+        full_size: 10,
+        quick_size: 1,
+        size_unit: "seconds",
+        figures: &[
+            at_least(
+                "accepted",
+                "events accepted, batch 500 async (simulate)",
+                "events/s",
+                100_000.0,
+            ),
+            figure("wrk", "events posted, batch 500 async (wrk)", "events/s"),
+        ],
+    },
+    Bench {
+        name: "events-1",
+        about: "requests/s at batch 1 (sync): gcx simulate next to wrk on the same sandbox (issues 2, 6)",
+        full_size: 10,
+        quick_size: 1,
+        size_unit: "seconds",
+        figures: &[
+            figure("simulate", "requests, batch 1 (simulate)", "requests/s"),
+            figure("wrk", "requests, batch 1 (wrk)", "requests/s"),
+            at_least("ratio", "simulate / wrk at batch 1", "%", 80.0),
+        ],
+    },
+    Bench {
+        name: "stream",
+        about: "sandbox assist stream, send->ack->result, engine latency 0, 4 sockets (issue 2)",
+        full_size: 200_000,
+        quick_size: 2_000,
+        size_unit: "messages",
+        figures: &[
+            figure("messages", "assist stream messages (sandbox)", "messages/s"),
+            figure("p99", "assist stream send->result p99", "ms"),
+        ],
+    },
+    Bench {
+        name: "serve-1",
+        about: "POST /v1/triggers, batches of 1, full pipeline behind gcx serve (issue 5)",
+        full_size: 5_000,
+        quick_size: 100,
+        size_unit: "triggers",
+        figures: &[
+            figure("accepted", "HTTP intake, batch 1 (gcx serve)", "triggers/s"),
+            figure("rss", "gcx serve resident memory under load", "MiB"),
+            Figure {
+                id: "idle_rss",
+                label: "gcx serve resident memory, idle",
+                unit: "MiB",
+                aim: Some(Aim::AtMost(30.0)),
+            },
+        ],
+    },
+    Bench {
+        name: "serve-100",
+        about: "POST /v1/triggers, batches of 100, full pipeline behind gcx serve (issue 5)",
+        full_size: 20_000,
+        quick_size: 200,
+        size_unit: "triggers",
+        figures: &[
+            figure(
+                "accepted",
+                "HTTP intake, batch 100 (gcx serve)",
+                "triggers/s",
+            ),
+            figure("rss", "gcx serve resident memory under load", "MiB"),
+        ],
+    },
+];
+
+/// Looks a benchmark up by name.
+pub fn find(name: &str) -> Option<&'static Bench> {
+    BENCHES.iter().find(|b| b.name == name)
+}
+
+/// The values of one run, by figure id. A figure absent from it was not measured this
+/// time (the note says why, e.g. wrk is not installed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Measurement {
+    pub values: Vec<(&'static str, f64)>,
+    pub note: Option<String>,
+}
+
+impl Measurement {
+    pub fn with(mut self, id: &'static str, value: f64) -> Measurement {
+        self.values.push((id, value));
+        self
+    }
+
+    pub fn get(&self, id: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| *k == id).map(|(_, v)| *v)
+    }
+}
+
+/// How one run of a benchmark went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Measured(Measurement),
+    /// It could not run here (PostgreSQL unreachable, ...): why.
+    Skipped(String),
+}
+
+/// What the benchmarks need from outside.
+#[derive(Debug, Clone)]
+pub struct BenchContext {
+    /// PostgreSQL for `audit-postgres` (a fresh schema is made and dropped).
+    pub database_url: String,
+    /// The `gcx` binary `serve-*` starts as a child process.
+    pub gcx_binary: Option<PathBuf>,
+}
+
+impl Default for BenchContext {
+    fn default() -> Self {
+        BenchContext {
+            database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
+            gcx_binary: std::env::current_exe().ok(),
+        }
+    }
+}
+
+/// Why a benchmark run failed (not the same as being skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot start the sandbox: {0}")]
+    Sandbox(#[source] std::io::Error),
+    #[error("temporary folder: {0}")]
+    TempDir(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Key(#[from] crate::audit::KeyError),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::DeliveryError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Dispatch(#[from] crate::assist::dispatcher::DispatchError),
+    #[error("the simulation: {0}")]
+    Simulate(String),
+    #[error("HTTP: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("{0}")]
+    Child(String),
+    /// The run finished but did not do all its work, so its rate would flatter.
+    #[error("incomplete run: {0}")]
+    Incomplete(String),
+}
+
+/// Runs one benchmark once at `size`.
+pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Outcome, BenchError> {
+    let m = match bench.name {
+        "dispatch" => {
+            let d = dispatch::dispatch(count(size), 0, dispatch::LIMIT).await?;
+            Measurement::default()
+                .with("throughput", d.per_second)
+                .with("p50", d.p50_ms)
+                .with("p99", d.p99_ms)
+        }
+        "slots" => {
+            let latency_ms = 20;
+            let d = dispatch::dispatch(count(size), latency_ms, dispatch::LIMIT).await?;
+            Measurement::default().with(
+                "utilisation",
+                100.0 * dispatch::utilisation(d.per_second, latency_ms, dispatch::LIMIT),
+            )
+        }
+        "audit-sqlite" => {
+            let a = audit::appends(audit::Backend::Sqlite, count(size), audit::WRITERS).await?;
+            Measurement::default().with("appends", a.per_second)
+        }
+        "audit-postgres" => {
+            let backend = audit::Backend::Postgres(ctx.database_url.clone());
+            if let Err(why) = audit::reachable(&ctx.database_url).await {
+                return Ok(Outcome::Skipped(why));
+            }
+            let a = audit::appends(backend, count(size), audit::WRITERS).await?;
+            Measurement::default().with("appends", a.per_second)
+        }
+        "outbox" => {
+            let o = outbox::deliveries(count(size), outbox::PARALLEL).await?;
+            Measurement::default().with("deliveries", o.per_second)
+        }
+        "events-500" => events::batch_500(seconds(size)).await?,
+        "events-1" => events::batch_1(seconds(size)).await?,
+        "stream" => {
+            let s = stream::load(size, stream::CONNECTIONS, stream::IN_FLIGHT).await?;
+            Measurement::default()
+                .with("messages", s.per_second)
+                .with("p99", s.result_p99_ms)
+        }
+        "serve-1" | "serve-100" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            let batch = if bench.name == "serve-1" { 1 } else { 100 };
+            return serve::intake(binary, count(size), batch).await;
+        }
+        other => return Ok(Outcome::Skipped(format!("no benchmark named {other}"))),
+    };
+    Ok(Outcome::Measured(m))
+}
+
+fn count(size: u64) -> usize {
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+fn seconds(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(size.max(1))
+}
+
+/// A fresh folder under the system's temporary folder, deleted (best effort) when dropped.
+pub(crate) struct TempDir(PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> Result<TempDir, BenchError> {
+        let path =
+            std::env::temp_dir().join(format!("gcx-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).map_err(BenchError::TempDir)?;
+        Ok(TempDir(path))
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The sandbox's demo client, as a benchmark logs in with it.
+pub(crate) fn demo_credentials(base_url: &str, scopes: &[&str]) -> crate::auth::Credentials {
+    let client = gcx_sandbox::ClientSpec::demo();
+    crate::auth::Credentials::new(
+        base_url,
+        &client.id,
+        crate::config::Secret::new(client.secret),
+    )
+    .with_scopes(scopes.iter().copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_figures_named_once_per_bench() {
+        let mut names: Vec<&str> = BENCHES.iter().map(|b| b.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), BENCHES.len());
+        for b in BENCHES {
+            let mut ids: Vec<&str> = b.figures.iter().map(|f| f.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            assert_eq!(ids.len(), b.figures.len(), "{}", b.name);
+            assert!(b.quick_size <= b.full_size, "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn aims_compare_as_written() {
+        assert!(Aim::AtLeast(95.0).met_by(95.0));
+        assert!(!Aim::AtLeast(95.0).met_by(94.9));
+        assert!(Aim::AtMost(30.0).met_by(12.0));
+    }
+}

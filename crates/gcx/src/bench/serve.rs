@@ -1,0 +1,239 @@
+//! HTTP intake through `gcx serve`: accepted triggers per second through
+//! `POST /v1/triggers` (batches of 1 or 100) with the full pipeline behind it (SQLite
+//! store, dispatcher, assist stream to an in-process sandbox, CRM delivery), and the
+//! service's resident memory idle and under that load. `gcx serve` runs as a child
+//! process (this same binary) so its memory is its own. The run waits until the sandbox
+//! executed every accepted trigger, so intake cannot outrun a stalled pipeline unseen.
+//! Replaces `examples/serve_bench.rs`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use gcx_sandbox::{Sandbox, SandboxOptions};
+use serde_json::{Value, json};
+
+use super::{BenchError, Measurement, Outcome, TempDir};
+
+/// The API key the child accepts.
+const KEY: &str = "bench-key-0123456789abcdef";
+/// Concurrent HTTP clients.
+const CLIENTS: usize = 16;
+
+/// Posts `triggers` triggers in batches of `batch` to a `gcx serve` started from
+/// `binary`. Skipped when that binary has no working `serve`.
+pub async fn intake(binary: &Path, triggers: usize, batch: usize) -> Result<Outcome, BenchError> {
+    let batch = batch.max(1);
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .map_err(BenchError::Sandbox)?;
+    let dir = TempDir::new()?;
+    let mut serve = match start_serve(binary, &sandbox, dir.path()).await? {
+        Ok(serve) => serve,
+        Err(why) => return Ok(Outcome::Skipped(why)),
+    };
+    let pid = serve.child.id().unwrap_or(0);
+    let client = crate::http_client::builder(Duration::from_secs(30))
+        .pool_max_idle_per_host(CLIENTS)
+        .build()?;
+    // Idle: connected to the engine, nothing to do.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib = rss_kib(pid).unwrap_or(0);
+
+    let bodies: Arc<Vec<Value>> = Arc::new(
+        (0..triggers.div_ceil(batch))
+            .map(|b| {
+                if batch == 1 {
+                    trigger(b)
+                } else {
+                    Value::Array((0..batch).map(|i| trigger(b * batch + i)).collect())
+                }
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let peak_kib = Arc::new(AtomicU64::new(idle_kib));
+    let sampling = {
+        let peak = peak_kib.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Some(r) = rss_kib(pid) {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let url = format!("{}/v1/triggers", serve.url);
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, bodies, next, accepted, url) = (
+                client.clone(),
+                bodies.clone(),
+                next.clone(),
+                accepted.clone(),
+                url.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else {
+                        return Ok(());
+                    };
+                    let response = client.post(&url).bearer_auth(KEY).json(body).send().await?;
+                    let status = response.status().as_u16();
+                    if status != 202 {
+                        let text = response.text().await.unwrap_or_default();
+                        return Err(BenchError::Incomplete(format!(
+                            "POST /v1/triggers answered {status}: {text}"
+                        )));
+                    }
+                    let n = body.as_array().map_or(1, Vec::len) as u64;
+                    accepted.fetch_add(n, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let mut failure = None;
+    for w in workers {
+        match w.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = failure.or(Some(e)),
+            Err(e) => failure = failure.or(Some(BenchError::Incomplete(e.to_string()))),
+        }
+    }
+    let intake = started.elapsed();
+    let total = accepted.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while failure.is_none() && sandbox.state.stats.assist.executed_unique.get() < total {
+        if Instant::now() > deadline {
+            failure = Some(BenchError::Incomplete(format!(
+                "the engine executed {} of {total} accepted triggers within 300 s",
+                sandbox.state.stats.assist.executed_unique.get()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sampling.abort();
+    let _ = serve.child.start_kill();
+    let _ = serve.child.wait().await;
+    let _ = sandbox.shutdown().await;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let mut m = Measurement::default()
+        .with("accepted", total as f64 / intake.as_secs_f64().max(1e-9))
+        .with("rss", mib(peak_kib.load(Ordering::Relaxed)));
+    if batch == 1 {
+        m = m.with("idle_rss", mib(idle_kib));
+    }
+    Ok(Outcome::Measured(m))
+}
+
+fn trigger(n: usize) -> Value {
+    json!({
+        "actionType": "knowledge_search",
+        "parameterMatrix": {"query": format!("bench query {n}"), "languageCode": "en-US"},
+        "executionContext": {
+            "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "sessionId": format!("bench-{}", n / 10),
+            "interactionType": "voice"
+        },
+        "correlationId": uuid::Uuid::new_v4().to_string(),
+        "maxRetries": 2
+    })
+}
+
+/// Resident memory of process `pid` in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Serve {
+    child: tokio::process::Child,
+    url: String,
+}
+
+/// Starts `gcx serve` on port 0 against the sandbox; the inner `Err` says why it is not
+/// available (it exited before getting ready).
+async fn start_serve(
+    binary: &Path,
+    sandbox: &Sandbox,
+    dir: &Path,
+) -> Result<Result<Serve, String>, BenchError> {
+    let base = sandbox.base_url();
+    let data = dir.join("data");
+    let config = format!(
+        r#"[genesys]
+base_url = "{base}"
+client_id = "gcx-demo"
+client_secret = "gcx-demo-secret"
+[crm]
+url = "{base}/crm/webhook"
+[store]
+data_dir = "{data}"
+[serve]
+bind = "127.0.0.1:0"
+api_keys = ["{KEY}"]
+rate_limit_per_key = 0
+max_batch = 100
+[log]
+level = "warn"
+"#,
+        data = data.display()
+    );
+    let config_path = dir.join("gcx.toml");
+    std::fs::write(&config_path, config).map_err(BenchError::TempDir)?;
+    let ready = dir.join("ready.json");
+    let stderr_path = dir.join("serve.stderr");
+    let stderr = std::fs::File::create(&stderr_path).map_err(BenchError::TempDir)?;
+    let mut child = tokio::process::Command::new(binary)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| BenchError::Child(format!("cannot start {}: {e}", binary.display())))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready)
+            && let Ok(v) = serde_json::from_str::<Value>(&text)
+            && let Some(url) = v["url"].as_str()
+        {
+            return Ok(Ok(Serve {
+                url: url.to_owned(),
+                child,
+            }));
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+            return Ok(Err(format!(
+                "gcx serve exited ({status}) before getting ready: {}",
+                err.lines().last().unwrap_or("").trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(BenchError::Child(
+                "gcx serve did not get ready within 30 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

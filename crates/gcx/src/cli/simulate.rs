@@ -1,0 +1,251 @@
+//! `gcx simulate [SCENARIO] [flags]`: runs a simulation, shows live progress on a
+//! terminal, prints the summary table, and exits 0 (thresholds pass), 1 (one fails) or
+//! 2 (error).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::GlobalArgs;
+use crate::config::{Config, GenesysConfig, Secret, endpoints};
+use crate::desk::live::LiveStats;
+use crate::desk::report::qa_export::QaTarget;
+use crate::desk::report::table;
+use crate::desk::scenario::{Agents, parse_agent_id};
+use crate::desk::{Overrides, RunOptions, Scenario, Shard, Target, simulate};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A scenario file (TOML; see examples/scenarios/). Without one: 100 agents, 10
+    /// interactions per second, 10 seconds, the seed's workflow.
+    pub scenario: Option<PathBuf>,
+    /// Number of agents (replaces the scenario's agents).
+    #[arg(long)]
+    pub agents: Option<u64>,
+    /// How long the load runs after the agents log in ("30s", "5m").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Run this many interactions, then stop once each has finished.
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    /// Interactions arriving per second, constant (open model).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Random seed: the same seed generates the same event sequence.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most events per request (1-500).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Post with ?async=true and find outcomes by query-back (`--async=false` to turn off).
+    #[arg(long = "async", num_args = 0..=1, default_missing_value = "true")]
+    pub async_mode: Option<bool>,
+    /// Share of deliberately invalid transitions, 0 to 0.5 (negative tests).
+    #[arg(long)]
+    pub invalid_transitions: Option<f64>,
+    /// Output folder (default: gcx-sim-<YYYYMMDD_HHMMSS>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// POST the results to this QA platform URL at the end.
+    #[arg(long, env = "QA_PLATFORM_ENDPOINT")]
+    pub qa_endpoint: Option<String>,
+    /// Run one slice of the agents: i/n (1-based), for n machines sharing a run.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// No live progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Where the events go: `--base-url`, else the scenario's `base_url`, else the
+/// configuration (base URL, explicit endpoints or region); and with whose credentials.
+fn target(global: &GlobalArgs, config: &Config, scenario: &Scenario) -> anyhow::Result<Target> {
+    let g = &config.genesys;
+    let (api, login, origin) = match (&global.base_url, &scenario.base_url) {
+        (None, Some((b, origin))) => {
+            let e = endpoints(&GenesysConfig {
+                base_url: Some(b.clone()),
+                ..g.clone()
+            })
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+            (e.api_base, e.login_base, origin.clone())
+        }
+        _ => {
+            let e = endpoints(g).map_err(|e| {
+                anyhow::anyhow!(
+                    "{e}\nno target: give --base-url (a sandbox prints its URL), --region, or `base_url` in the scenario"
+                )
+            })?;
+            let origin = if global.base_url.is_some() {
+                "--base-url"
+            } else {
+                "the configured endpoints (genesys.base_url, api_base or region)"
+            };
+            (e.api_base, e.login_base, origin.to_owned())
+        }
+    };
+    let loopback = reqwest::Url::parse(&api)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
+        })
+        .unwrap_or(false);
+    let (client_id, client_secret) = match (&g.client_id, &g.client_secret) {
+        (Some(i), Some(s)) => (i.clone(), s.clone()),
+        // A sandbox on this machine: its built-in demo client.
+        (None, None) if loopback => ("gcx-demo".to_owned(), Secret::new("gcx-demo-secret")),
+        _ => anyhow::bail!(
+            "no OAuth client: set `genesys.client_id` and `genesys.client_secret` (or GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET)"
+        ),
+    };
+    Ok(Target {
+        api_base: api,
+        login_base: login,
+        origin,
+        client_id,
+        client_secret,
+    })
+}
+
+fn progress(live: Arc<LiveStats>) -> (ProgressBar, tokio::task::JoinHandle<()>) {
+    let bar = ProgressBar::new(1000);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner:.green} [{elapsed_precise}] {bar:28.cyan/blue} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("█▉▊▋▌▍▎▏ "),
+    );
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let (mut last_sent, mut last_ms) = (0u64, 0u64);
+        let mut rate = 0.0;
+        loop {
+            tick.tick().await;
+            let s = live.snapshot();
+            if s.elapsed_ms > last_ms {
+                let now = (s.sent.saturating_sub(last_sent)) as f64 * 1000.0
+                    / (s.elapsed_ms - last_ms) as f64;
+                rate = 0.7 * rate + 0.3 * now;
+                (last_sent, last_ms) = (s.sent, s.elapsed_ms);
+            }
+            if let Some(p) = (s.elapsed_ms * 1000).checked_div(s.planned_ms) {
+                b.set_position(p.min(1000));
+            }
+            let mut msg = format!(
+                "{rate:>7.0} ev/s · sent {} · ok {} · rejected {} · errors {} · p95 {:.1} ms · in flight {}",
+                s.sent,
+                s.accepted,
+                s.rejected,
+                s.errors,
+                s.p95_us as f64 / 1000.0,
+                s.in_flight
+            );
+            if s.retries > 0 || s.dropped > 0 {
+                msg.push_str(&format!(" · retries {} · dropped {}", s.retries, s.dropped));
+            }
+            if s.awaiting_query > 0 {
+                msg.push_str(&format!(" · querying {}", s.awaiting_query));
+            }
+            b.set_message(msg);
+            b.tick();
+        }
+    });
+    (bar, task)
+}
+
+pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Result<ExitCode> {
+    let mut scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::default(),
+    };
+    // The seed's TEST_AGENT_ID, when neither the file nor --agents names the agents.
+    let file_names_agents = scenario.agents != Scenario::default().agents;
+    if args.agents.is_none()
+        && !file_names_agents
+        && let Some(id) = &config.simulate.agent_id
+    {
+        let id = parse_agent_id(id)
+            .map_err(|m| anyhow::anyhow!("TEST_AGENT_ID / `simulate.agent_id`: {m}"))?;
+        scenario.agents = Agents::Ids(vec![id]);
+    }
+    let scenario = scenario.with_overrides(&Overrides {
+        agents: args.agents,
+        duration: args.duration,
+        iterations: args.iterations,
+        rate: args.rate,
+        seed: args.seed,
+        batch_size: args.batch_size,
+        async_mode: args.async_mode,
+        invalid_share: args.invalid_transitions,
+    })?;
+    let target = target(global, &config, &scenario)?;
+    let qa = args
+        .qa_endpoint
+        .clone()
+        .or_else(|| config.qa.url.clone())
+        .map(|url| QaTarget {
+            url,
+            secret: config.qa.secret.clone(),
+        });
+    let live = Arc::new(LiveStats::default());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\ninterrupted: sending what was generated, then writing the report (Ctrl-C again to abort)"
+            );
+            on_ctrl_c.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(2);
+            }
+        }
+    });
+    let show = !args.no_progress && std::io::stderr().is_terminal();
+    let bar = show.then(|| progress(live.clone()));
+    let result = simulate(
+        &scenario,
+        &target,
+        RunOptions {
+            out_dir: args.out.clone(),
+            shard: args.shard.unwrap_or_default(),
+            live,
+            cancel,
+            qa,
+        },
+    )
+    .await;
+    if let Some((bar, task)) = bar {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    print!("{}", table::render(&report.summary));
+    println!("\n  outputs in {}/", report.out_dir.display());
+    println!("    {}", report.files.html.display());
+    println!("    {}", report.files.summary.display());
+    println!("    {}", report.files.junit.display());
+    println!(
+        "    {} ({} records)",
+        report.audit.json.display(),
+        report.audit.records
+    );
+    println!("    {}", report.audit.jsonl.display());
+    match &report.qa_export {
+        Some(Ok(())) => println!("  QA export: delivered"),
+        Some(Err(e)) => eprintln!("  QA export: {e}"),
+        None => {}
+    }
+    Ok(if report.summary.metrics.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

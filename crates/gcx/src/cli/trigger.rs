@@ -1,0 +1,483 @@
+//! `gcx trigger [FILE|-]`: validate triggers from a file or stdin, dispatch every valid one
+//! through the durable pipeline, wait for the CRM outbox to drain, print a summary.
+//!
+//! Exit code: 0 when every valid trigger completed, 1 otherwise, 2 for an error that
+//! stopped the run (bad input file, login refused, missing scope...).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use gcx_protocol::{ActionTriggerPayload, Violation};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::GlobalArgs;
+use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome, Ticket};
+use crate::assist::intake::{self, IntakeOptions};
+use crate::auth::{Credentials, TokenProvider};
+use crate::config::{Config, Endpoints, Secret};
+use crate::delivery::{DeliveryHandle, DeliveryWorker, DrainReport};
+use crate::store::{Store, TriggerState};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Triggers as JSON Lines, a JSON array or one JSON object; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+    /// Only validate: report every invalid trigger, send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Lower the engine's concurrency limit (never raises it).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Give a trigger without `correlationId` a new UUID v4 instead of refusing it.
+    #[arg(long)]
+    pub assign_ids: bool,
+    /// Summary format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// How long to wait for the CRM outbox to drain before exiting.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// How long a trigger may wait for a concurrency slot (dispatch.slot_timeout).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub slot_timeout: Option<Duration>,
+    /// No progress bar, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+    let _ = global;
+    apply_flags(&args, &mut config);
+    let catalogue = intake::load_catalogue(config.dispatch.catalogue_path.as_deref())?;
+    let source = args
+        .file
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
+    let input = intake::read_triggers(
+        &source,
+        &catalogue,
+        IntakeOptions {
+            assign_ids: args.assign_ids,
+        },
+    )?;
+
+    let mut valid: Vec<ActionTriggerPayload> = Vec::new();
+    let mut invalid = 0u64;
+    for item in input.items {
+        match item.outcome {
+            Ok(payload) => valid.push(payload),
+            Err(violations) => {
+                invalid += 1;
+                report_invalid(&source, item.line, &violations);
+            }
+        }
+    }
+    if args.dry_run {
+        eprintln!(
+            "{} valid, {invalid} invalid (dry run: nothing sent)",
+            valid.len()
+        );
+        return Ok(if invalid == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+
+    let started = Instant::now();
+    let endpoints = crate::config::endpoints(&config.genesys)?;
+    let http = crate::http_client::build(Duration::from_secs(30))?;
+    let tokens = TokenProvider::new(credentials(&config, &endpoints)?, http)?;
+    // Log in before opening anything, so a refused login is the one error shown.
+    tokens.token().await?;
+
+    std::fs::create_dir_all(&config.store.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {} (--data-dir, store.data_dir)",
+            config.store.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&config.store).await?;
+    let mut dispatch_config = DispatcherConfig::from_config(
+        &config,
+        endpoints.assist_stream_url.clone(),
+        catalogue.version().to_owned(),
+    );
+    let delivery = crm_delivery(&store, &config)?;
+    if let Some(delivery) = &delivery {
+        dispatch_config.outbox_notify = Some(delivery.notifier());
+    }
+    let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+
+    let progress = progress_bar(valid.len() as u64, &args);
+    let total = valid.len() as u64;
+    let (outcomes, halted) = dispatch_all(&dispatcher, valid, &progress).await;
+    progress.finish_and_clear();
+    // Triggers resumed from an earlier run but absent from this input finish too.
+    let _ = dispatcher.drain(Duration::from_secs(5)).await;
+    let stats = dispatcher.stats();
+    dispatcher.shutdown().await;
+
+    drop(dispatcher);
+    let crm = match delivery {
+        Some(delivery) => Some(delivery.finish(args.drain_timeout).await?),
+        None => None,
+    };
+    if let Some(report) = crm.filter(|r| r.pending > 0 || r.dead > 0) {
+        eprintln!(
+            "CRM webhooks: {} undelivered after --drain-timeout {:?} and {} dead-lettered; they \
+             stay in the store (`gcx outbox status`), pending ones go out with the next run that delivers",
+            report.pending, args.drain_timeout, report.dead
+        );
+    }
+    if let Err(e) = store.close().await {
+        eprintln!("warning: closing the store failed: {e}");
+    }
+
+    let summary = Summary::new(
+        &outcomes,
+        total,
+        invalid,
+        stats.triggers_retried,
+        stats.reconnects,
+        crm,
+        started.elapsed(),
+    );
+    for o in outcomes
+        .iter()
+        .filter(|o| o.state != TriggerState::Completed)
+    {
+        if let Some(error) = &o.error {
+            eprintln!("trigger {}: {:?}: {error}", o.correlation_id, o.state);
+        }
+    }
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+        OutputFormat::Table => print!("{}", summary.table()),
+    }
+    if let Some(reason) = halted {
+        bail!("{reason}");
+    }
+    Ok(if summary.successful == total {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The command's own flags as the top configuration layer (the loader has applied the
+/// global ones and the environment).
+fn apply_flags(args: &Args, config: &mut Config) {
+    if let Some(c) = args.concurrency {
+        config.dispatch.concurrency = Some(c);
+    }
+    if let Some(t) = args.slot_timeout {
+        config.dispatch.slot_timeout = t;
+    }
+}
+
+fn report_invalid(source: &str, line: usize, violations: &[Violation]) {
+    let source = if source == "-" { "stdin" } else { source };
+    eprintln!(
+        "invalid trigger at line {line} of {source} ({} violation{}), not sent:",
+        violations.len(),
+        if violations.len() == 1 { "" } else { "s" }
+    );
+    for v in violations {
+        eprintln!("  {v}");
+    }
+}
+
+/// Whether every endpoint is on this machine (a sandbox).
+fn all_loopback(endpoints: &Endpoints) -> bool {
+    [&endpoints.login_base, &endpoints.assist_stream_url]
+        .iter()
+        .all(|u| is_loopback(u))
+}
+
+fn is_loopback(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The configured OAuth client; on a sandbox (every endpoint on loopback) without one,
+/// the sandbox's demo client.
+fn credentials(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Credentials> {
+    let scopes = [
+        gcx_protocol::oauth::SCOPE_ASSIST_READ,
+        gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
+    ];
+    let g = &config.genesys;
+    match (&g.client_id, &g.client_secret) {
+        (Some(id), Some(secret)) => {
+            Ok(Credentials::new(&endpoints.login_base, id, secret.clone()).with_scopes(scopes))
+        }
+        (None, None) if all_loopback(endpoints) => Ok(Credentials::new(
+            &endpoints.login_base,
+            "gcx-demo",
+            Secret::new("gcx-demo-secret"),
+        )
+        .with_scopes(scopes)),
+        (None, _) => bail!(
+            "no OAuth client id: set genesys.client_id (GENESYSCLOUD_OAUTHCLIENT_ID) and \
+             genesys.client_secret (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
+        ),
+        (Some(id), None) => bail!(
+            "no client secret for OAuth client {id:?}: set genesys.client_secret \
+             (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
+        ),
+    }
+}
+
+fn progress_bar(len: u64, args: &Args) -> indicatif::ProgressBar {
+    if args.no_progress || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} triggers  {per_sec}  eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Submits every trigger and collects every outcome. Returns early (with the reason)
+/// when the dispatcher halts; triggers not finished then stay in the store.
+async fn dispatch_all(
+    dispatcher: &crate::assist::dispatcher::DispatcherHandle,
+    triggers: Vec<ActionTriggerPayload>,
+    progress: &indicatif::ProgressBar,
+) -> (Vec<Outcome>, Option<String>) {
+    let (tickets_tx, mut tickets_rx) = tokio::sync::mpsc::channel::<Ticket>(1024);
+    let submitter = {
+        let dispatcher = dispatcher.clone();
+        tokio::spawn(async move {
+            for payload in triggers {
+                let Ok(ticket) = dispatcher.submit(payload).await else {
+                    return;
+                };
+                if tickets_tx.send(ticket).await.is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut outcomes = Vec::new();
+    let mut waiting = FuturesUnordered::new();
+    let mut submitting = true;
+    let halted = dispatcher.halted_wait();
+    tokio::pin!(halted);
+    let mut halt_reason = None;
+    while submitting || !waiting.is_empty() {
+        tokio::select! {
+            ticket = tickets_rx.recv(), if submitting => match ticket {
+                Some(mut ticket) => waiting.push(async move { ticket.outcome().await }),
+                None => submitting = false,
+            },
+            Some(outcome) = waiting.next() => {
+                progress.inc(1);
+                outcomes.push(outcome);
+            }
+            reason = &mut halted, if halt_reason.is_none() => {
+                halt_reason = Some(reason);
+                submitting = false;
+            }
+        }
+    }
+    submitter.abort();
+    (outcomes, halt_reason)
+}
+
+/// The CRM delivery of this run, if a CRM URL is configured.
+fn crm_delivery(store: &Store, config: &Config) -> anyhow::Result<Option<CrmDelivery>> {
+    if config.crm.url.is_none() {
+        return Ok(None);
+    }
+    let worker = DeliveryWorker::spawn(store.clone(), config)
+        .context("cannot start CRM webhook delivery (crm.webhook_url, CRM_WEBHOOK_URL)")?;
+    Ok(Some(CrmDelivery {
+        worker: Arc::new(worker),
+    }))
+}
+
+/// The delivery worker, as this command uses it.
+struct CrmDelivery {
+    worker: Arc<DeliveryHandle>,
+}
+
+impl CrmDelivery {
+    /// Wakes the worker after a commit that wrote outbox rows. Holds it weakly, so
+    /// [`CrmDelivery::finish`] gets it back once the dispatcher is gone.
+    fn notifier(&self) -> Arc<dyn Fn() + Send + Sync> {
+        let worker = Arc::downgrade(&self.worker);
+        Arc::new(move || {
+            if let Some(w) = worker.upgrade() {
+                w.notify();
+            }
+        })
+    }
+
+    /// Waits up to `timeout` for the outbox to drain, stops the worker, reports what is
+    /// left (it stays in the store for the next run that delivers).
+    async fn finish(self, timeout: Duration) -> anyhow::Result<DrainReport> {
+        let report = self.worker.drain(timeout).await?;
+        // Once the dispatcher is gone nobody else holds the worker; if someone did,
+        // dropping our reference would be enough.
+        if let Ok(worker) = Arc::try_unwrap(self.worker) {
+            worker.shutdown().await;
+        }
+        Ok(report)
+    }
+}
+
+/// The run's figures: the seed's metrics plus percentiles and counts.
+#[derive(Debug, Serialize)]
+struct Summary {
+    /// Valid triggers in the input.
+    total_triggers: u64,
+    successful: u64,
+    /// Failed by the engine or refused for good.
+    failed: u64,
+    /// Not finished when the run stopped (they resume next time).
+    unfinished: u64,
+    completion_rate: f64,
+    average_latency_ms: f64,
+    p50_latency_ms: f64,
+    p95_latency_ms: f64,
+    p99_latency_ms: f64,
+    invalid: u64,
+    /// Triggers re-sent at least once after a retryable refusal.
+    retried: u64,
+    reconnects: u64,
+    /// Finished in an earlier run, so not sent again.
+    already_done: u64,
+    elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    crm: Option<DrainReport>,
+}
+
+impl Summary {
+    fn new(
+        outcomes: &[Outcome],
+        total: u64,
+        invalid: u64,
+        retried: u64,
+        reconnects: u64,
+        crm: Option<DrainReport>,
+        elapsed: Duration,
+    ) -> Summary {
+        let mut histogram =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).ok();
+        let mut sum_ms = 0.0;
+        let mut timed = 0u64;
+        let (mut successful, mut failed, mut already_done) = (0, 0, 0);
+        for o in outcomes {
+            match o.state {
+                TriggerState::Completed => successful += 1,
+                TriggerState::Failed | TriggerState::Rejected => failed += 1,
+                _ => {}
+            }
+            if o.already_final {
+                already_done += 1;
+            }
+            if let Some(latency) = o.send_to_result {
+                let micros = u64::try_from(latency.as_micros())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                if let Some(h) = histogram.as_mut() {
+                    let _ = h.record(micros.min(3_600_000_000));
+                }
+                sum_ms += latency.as_secs_f64() * 1000.0;
+                timed += 1;
+            }
+        }
+        let pct = |q: f64| {
+            histogram
+                .as_ref()
+                .filter(|h| !h.is_empty())
+                .map_or(0.0, |h| h.value_at_quantile(q) as f64 / 1000.0)
+        };
+        Summary {
+            total_triggers: total,
+            successful,
+            failed,
+            unfinished: total.saturating_sub(successful + failed),
+            completion_rate: if total == 0 {
+                0.0
+            } else {
+                successful as f64 / total as f64
+            },
+            average_latency_ms: if timed == 0 {
+                0.0
+            } else {
+                sum_ms / timed as f64
+            },
+            p50_latency_ms: pct(0.50),
+            p95_latency_ms: pct(0.95),
+            p99_latency_ms: pct(0.99),
+            invalid,
+            retried,
+            reconnects,
+            already_done,
+            elapsed_ms: elapsed.as_secs_f64() * 1000.0,
+            crm,
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("total_triggers", self.total_triggers.to_string()),
+            ("successful", self.successful.to_string()),
+            ("failed", self.failed.to_string()),
+            ("unfinished", self.unfinished.to_string()),
+            (
+                "completion_rate",
+                format!("{:.2} %", self.completion_rate * 100.0),
+            ),
+            (
+                "average_latency_ms",
+                format!("{:.2}", self.average_latency_ms),
+            ),
+            ("p50_latency_ms", format!("{:.2}", self.p50_latency_ms)),
+            ("p95_latency_ms", format!("{:.2}", self.p95_latency_ms)),
+            ("p99_latency_ms", format!("{:.2}", self.p99_latency_ms)),
+            ("invalid", self.invalid.to_string()),
+            ("retried", self.retried.to_string()),
+            ("reconnects", self.reconnects.to_string()),
+            ("already_done", self.already_done.to_string()),
+            ("elapsed_ms", format!("{:.0}", self.elapsed_ms)),
+        ];
+        if let Some(crm) = &self.crm {
+            rows.push(("crm_delivered", crm.delivered.to_string()));
+            rows.push(("crm_pending", crm.pending.to_string()));
+            rows.push(("crm_dead", crm.dead.to_string()));
+        }
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v:>12}\n"))
+            .collect()
+    }
+}

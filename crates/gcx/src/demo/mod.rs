@@ -1,0 +1,309 @@
+//! # `gcx demo`: the whole product against an embedded sandbox, in under a minute
+//!
+//! One call, [`run`], starts a sandbox in this process with a small dose of realistic
+//! faults, then:
+//! (a) dispatches a generated batch of triggers through the real dispatcher, store and
+//!     CRM delivery (invalid ones are reported with their violations, never sent);
+//! (b) runs a short desktop simulation with a few deliberately invalid transitions;
+//! (c) waits for the CRM outbox to drain and verifies the audit log;
+//! (d) returns one [`DemoSummary`] with the figures and a list of checks.
+//!
+//! # Layout
+//! - [`faults`]: the dose of faults, sized to the batch.
+//! - [`triggers`]: the seeded batch (all three actions, a few invalid).
+//! - [`dispatch`]: the batch through the dispatcher, outcomes into figures.
+//! - [`simulation`]: the scenario and its figures.
+//! - [`summary`]: the figures, the checks, and the text a person reads.
+
+pub mod dispatch;
+pub mod faults;
+pub mod simulation;
+pub mod summary;
+pub mod triggers;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use gcx_protocol::Catalogue;
+use gcx_sandbox::{ClientSpec, Sandbox, SandboxOptions};
+
+use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig};
+use crate::audit::keys::{KeyError, PUBLIC_KEY_FILE, read_public_key};
+use crate::audit::{AuditError, VerifyOptions};
+use crate::auth::{AuthError, Credentials, TokenProvider};
+use crate::config::{Config, Secret};
+use crate::delivery::{DeliveryError, DeliveryWorker};
+use crate::desk::live::LiveStats;
+use crate::desk::{ScenarioError, SimulateError};
+use crate::store::{Store, StoreError};
+
+pub use summary::{Check, DemoSummary};
+
+/// What to run. [`DemoOptions::full`] and [`DemoOptions::quick`] are the two sizes.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Triggers generated, a few of them invalid.
+    pub triggers: usize,
+    /// Simulated agents.
+    pub agents: u64,
+    /// How long interactions arrive in the simulation.
+    pub duration: Duration,
+    /// Seeds the batch, the simulation and the sandbox's fault draws: same seed, same run.
+    pub seed: u64,
+    /// The SQLite store, the audit key and (by default) the simulation's outputs. Must be
+    /// empty or absent: the demo's correlationIds repeat with the seed, and a store that
+    /// already finished them would (rightly) not send them again.
+    pub data_dir: PathBuf,
+    /// The simulation's outputs (report.html, summary.json, ...).
+    pub out_dir: PathBuf,
+    /// The longest wait for the CRM outbox to drain at the end.
+    pub drain_timeout: Duration,
+}
+
+impl DemoOptions {
+    /// The README's run: 5,000 triggers, 300 agents for 20 seconds.
+    pub fn full(data_dir: PathBuf) -> DemoOptions {
+        DemoOptions {
+            triggers: 5_000,
+            agents: 300,
+            duration: Duration::from_secs(20),
+            seed: 20_261_121,
+            out_dir: data_dir.join("simulation"),
+            data_dir,
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A smoke-test size that also finishes quickly in a debug build.
+    pub fn quick(data_dir: PathBuf) -> DemoOptions {
+        DemoOptions {
+            triggers: 300,
+            agents: 40,
+            duration: Duration::from_secs(3),
+            ..DemoOptions::full(data_dir)
+        }
+    }
+}
+
+/// Where the demo is, for a progress display running beside it.
+#[derive(Debug, Default)]
+pub struct DemoProgress {
+    phase: AtomicU8,
+    /// Valid triggers submitted in part (a).
+    pub triggers_total: AtomicU64,
+    /// Of those, how many have an outcome.
+    pub triggers_done: AtomicU64,
+    /// The simulation's live counters in part (b).
+    pub simulation: Arc<LiveStats>,
+}
+
+/// The demo's steps, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Starting,
+    Dispatching,
+    Simulating,
+    Draining,
+    Verifying,
+    Done,
+}
+
+impl DemoProgress {
+    pub fn phase(&self) -> Phase {
+        match self.phase.load(Relaxed) {
+            0 => Phase::Starting,
+            1 => Phase::Dispatching,
+            2 => Phase::Simulating,
+            3 => Phase::Draining,
+            4 => Phase::Verifying,
+            _ => Phase::Done,
+        }
+    }
+
+    fn enter(&self, phase: Phase) {
+        self.phase.store(phase as u8, Relaxed);
+    }
+}
+
+/// Why the demo could not run to its summary (a failed check is not an error: it is in
+/// the summary).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "--data-dir {0}: the folder is not empty; the demo needs an empty or new folder (or no --data-dir, for a temporary one)"
+    )]
+    DataDirNotEmpty(PathBuf),
+    #[error("--data-dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the embedded sandbox: {0}")]
+    Sandbox(#[source] std::io::Error),
+    #[error("the demo's store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the demo's CRM delivery: {0}")]
+    Delivery(#[from] DeliveryError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("logging in to the embedded sandbox: {0}")]
+    Auth(#[from] AuthError),
+    #[error("the dispatcher: {0}")]
+    Dispatch(#[from] DispatchError),
+    #[error("{0}")]
+    Scenario(ScenarioError),
+    #[error("the simulation: {0}")]
+    Simulate(Box<SimulateError>),
+    #[error("verifying the audit log: {0}")]
+    Audit(#[from] AuditError),
+    #[error("the audit public key: {0}")]
+    Key(#[from] KeyError),
+}
+
+/// Runs the demo to its summary. Progress is published in `progress` as it goes.
+pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSummary, DemoError> {
+    let started = std::time::Instant::now();
+    prepare_data_dir(&opts.data_dir)?;
+    let catalogue = Catalogue::builtin();
+    let batch = triggers::generate(opts.triggers, opts.seed, &catalogue);
+    let plan = faults::FaultPlan::for_batch(batch.valid.len());
+    let crm_secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+    );
+    let sandbox = Sandbox::start(SandboxOptions {
+        faults: plan.faults(opts.seed),
+        crm_secret: Some(crm_secret.clone()),
+        ..SandboxOptions::default()
+    })
+    .await
+    .map_err(DemoError::Sandbox)?;
+    let info = sandbox.info();
+    let config = demo_config(opts, &info.crm_url, crm_secret);
+
+    let store = Store::open(&config.store).await?;
+    let delivery = Arc::new(DeliveryWorker::spawn(store.clone(), &config)?);
+    let client = ClientSpec::demo();
+    let tokens = TokenProvider::new(
+        Credentials::new(&info.base_url, &client.id, Secret::new(client.secret)).with_scopes([
+            gcx_protocol::oauth::SCOPE_ASSIST_READ,
+            gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
+        ]),
+        crate::http_client::build(Duration::from_secs(10))?,
+    )?;
+    tokens.token().await?;
+    let mut dispatch_config =
+        DispatcherConfig::from_config(&config, &info.stream_url, catalogue.version());
+    // A weak reference: the worker is shut down (not merely dropped) at the end.
+    let notify: Weak<crate::delivery::DeliveryHandle> = Arc::downgrade(&delivery);
+    dispatch_config.outbox_notify = Some(Arc::new(move || {
+        if let Some(d) = notify.upgrade() {
+            d.notify();
+        }
+    }));
+    let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+
+    // (a) the batch.
+    progress
+        .triggers_total
+        .store(batch.valid.len() as u64, Relaxed);
+    progress.enter(Phase::Dispatching);
+    let trigger_figures =
+        dispatch::dispatch(&dispatcher, batch.valid.clone(), &progress.triggers_done).await;
+    dispatcher.shutdown().await;
+    drop(dispatcher);
+
+    // (b) the simulation.
+    progress.enter(Phase::Simulating);
+    let sim_plan = simulation::SimulationPlan::new(opts.agents, opts.duration, opts.seed);
+    let sim = simulation::run(
+        &sim_plan,
+        &info.base_url,
+        opts.out_dir.clone(),
+        progress.simulation.clone(),
+    )
+    .await;
+
+    // (c) the outbox, then the audit log.
+    progress.enter(Phase::Draining);
+    let drained = delivery.drain(opts.drain_timeout).await?;
+    let delivery_counters = delivery.counters();
+    match Arc::try_unwrap(delivery) {
+        Ok(handle) => handle.shutdown().await,
+        // Only the dispatcher's notifier could hold another reference, and it is gone;
+        // dropping the handle stops the worker at once, which after a drain loses nothing.
+        Err(handle) => drop(handle),
+    }
+    progress.enter(Phase::Verifying);
+    let key = read_public_key(&config.store.data_dir.join(PUBLIC_KEY_FILE))?;
+    let verified = crate::audit::verify(
+        &store,
+        &VerifyOptions {
+            public_keys: vec![key],
+            ..VerifyOptions::default()
+        },
+    )
+    .await?;
+    let sandbox_figures = summary::SandboxFigures::of(&sandbox.state.stats);
+    if let Err(e) = store.close().await {
+        tracing::warn!(error = %e, "closing the demo's store failed");
+    }
+    if let Err(e) = sandbox.shutdown().await {
+        tracing::warn!(error = %e, "stopping the demo's sandbox failed");
+    }
+    let sim = sim?;
+    progress.enter(Phase::Done);
+
+    let mut summary = DemoSummary::new(summary::Parts {
+        options: opts,
+        sandbox_url: info.base_url,
+        faults: plan,
+        batch: &batch,
+        triggers: trigger_figures,
+        sandbox: sandbox_figures,
+        crm: summary::CrmFigures::of(drained, delivery_counters),
+        simulation: sim,
+        audit: verified,
+    });
+    summary.elapsed_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// The demo's own configuration: SQLite in the data folder, the sandbox's CRM receiver
+/// with a signing secret, and a compressed webhook retry schedule (the default waits 5 s,
+/// then 5 min: right for a CRM that is down, too slow for a demo's first failures).
+fn demo_config(opts: &DemoOptions, crm_url: &str, crm_secret: String) -> Config {
+    let mut config = Config::default();
+    config.store.data_dir = opts.data_dir.clone();
+    config.crm.url = Some(crm_url.to_owned());
+    config.crm.secret = Some(Secret::new(crm_secret));
+    config.delivery.schedule = [0, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000]
+        .into_iter()
+        .map(Duration::from_millis)
+        .collect();
+    config
+}
+
+/// Creates the data folder, or checks that the one given is empty.
+fn prepare_data_dir(dir: &Path) -> Result<(), DemoError> {
+    let io = |source| DemoError::DataDir {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(DemoError::DataDirNotEmpty(dir.to_owned()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(io)
+        }
+        Err(e) => Err(io(e)),
+    }
+}

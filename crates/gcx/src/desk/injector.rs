@@ -1,0 +1,406 @@
+//! The run loop: once per time slice it asks the fleet for the events now due, forms
+//! batches (see [`super::batcher`]), and keeps up to `max_in_flight` requests out; each
+//! answer is timed twice into the histograms and each event is accounted for, directly
+//! from a sync answer or through query-back ([`super::correlate`]). One task owns all the
+//! state (fleet, batcher, tally, histograms), so nothing here takes a lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use gcx_protocol::events::{EventResult, EventStatus};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::agents::{Fleet, FleetCounts};
+use super::batcher::{Batch, Batcher};
+use super::correlate::{self, Found, QueryEndpoint};
+use super::latency::{Latency, SecondPoint, Series};
+use super::live::LiveStats;
+use super::report::audit_file::{AuditRecord, AuditWriter};
+use super::rng::SimRng;
+use super::scenario::InjectorSettings;
+use super::sender::{BatchResult, EventsEndpoint, Processed, Sent, send_batch};
+use super::tally::{Outcome, Tally};
+use super::wire::{Identities, SentEvent, encode_batch};
+
+/// Everything one run of the loop needs.
+pub struct Injection {
+    pub fleet: Fleet,
+    pub ids: Identities,
+    pub events: Arc<EventsEndpoint>,
+    pub query: QueryEndpoint,
+    pub settings: InjectorSettings,
+    pub live: Arc<LiveStats>,
+    /// Stops generating (Ctrl-C); what was generated is still sent and accounted for.
+    pub cancel: CancellationToken,
+    /// Wall-clock time of the run's start: event timestamps are this plus their offset.
+    pub wall_start: DateTime<Utc>,
+}
+
+/// What the loop measured.
+#[derive(Debug)]
+pub struct Injected {
+    pub tally: Tally,
+    pub latency: Latency,
+    pub series: Vec<SecondPoint>,
+    pub fleet: FleetCounts,
+    /// Requests sent again.
+    pub retries: u64,
+    /// Every POST to the events endpoint, retries included.
+    pub requests: u64,
+    /// From the start to the last answer of the events endpoint.
+    pub send_phase: Duration,
+    /// From the start to the last outcome (query-back included).
+    pub elapsed: Duration,
+    pub interrupted: bool,
+}
+
+/// A request's answer, back in the loop.
+struct Answered {
+    batch: Batch,
+    sent: Sent,
+}
+
+/// The loop's own state.
+struct Books<'a> {
+    start: Instant,
+    wall_start: DateTime<Utc>,
+    ids: Identities,
+    tally: Tally,
+    latency: Latency,
+    series: Series,
+    retries: u64,
+    requests: u64,
+    live: &'a LiveStats,
+    audit: &'a AuditWriter,
+}
+
+fn outcome_of(r: &EventResult) -> Option<Outcome> {
+    let duplicate = r.duplicate.unwrap_or(false);
+    match r.status {
+        EventStatus::Accepted => Some(Outcome::Accepted { duplicate }),
+        EventStatus::Rejected => Some(Outcome::Rejected {
+            code: r.code.clone(),
+            duplicate,
+        }),
+        EventStatus::Pending => None,
+    }
+}
+
+impl Books<'_> {
+    /// Times an answered batch; returns the events whose outcome must be looked up.
+    fn on_answered(&mut self, a: &mut Answered) -> Vec<SentEvent> {
+        let t = a.sent.answered.saturating_duration_since(self.start);
+        let sec = t.as_secs();
+        let retries = u64::from(a.sent.attempts.saturating_sub(1));
+        self.retries += retries;
+        self.requests += u64::from(a.sent.attempts);
+        self.series.at(sec).retries += retries;
+        let service = a.sent.answered.saturating_duration_since(a.sent.first_sent);
+        for e in &mut a.batch.events {
+            e.answered_at = t;
+            e.latency = t.saturating_sub(e.intended);
+            self.latency.record(e.latency, service);
+            self.series.record_response(sec, e.latency);
+        }
+        let events = std::mem::take(&mut a.batch.events);
+        let mut lookup = Vec::new();
+        let mut done = Vec::with_capacity(events.len());
+        match &a.sent.result {
+            BatchResult::Sync(resp) => {
+                let in_order = resp.results.len() == events.len()
+                    && resp
+                        .results
+                        .iter()
+                        .zip(&events)
+                        .all(|(r, e)| r.sequence_id == e.sequence_id);
+                if in_order {
+                    for (e, r) in events.into_iter().zip(&resp.results) {
+                        match outcome_of(r) {
+                            Some(o) => done.push((e, o, None)),
+                            None => lookup.push(e),
+                        }
+                    }
+                } else {
+                    let by_id: HashMap<Uuid, &EventResult> =
+                        resp.results.iter().map(|r| (r.sequence_id, r)).collect();
+                    for e in events {
+                        match by_id.get(&e.sequence_id).and_then(|r| outcome_of(r)) {
+                            Some(o) => done.push((e, o, None)),
+                            None => lookup.push(e),
+                        }
+                    }
+                }
+            }
+            BatchResult::Async(_) => lookup = events,
+            BatchResult::Refused {
+                reason,
+                processed: Processed::No,
+            } => {
+                for e in events {
+                    done.push((
+                        e,
+                        Outcome::Failed {
+                            reason: reason.clone(),
+                        },
+                        None,
+                    ));
+                }
+            }
+            BatchResult::Refused {
+                processed: Processed::Unknown,
+                ..
+            } => lookup = events,
+        }
+        self.finalize(done);
+        lookup
+    }
+
+    /// Counts final outcomes and writes their audit records.
+    fn finalize(&mut self, done: Vec<(SentEvent, Outcome, Option<DateTime<Utc>>)>) {
+        if done.is_empty() {
+            return;
+        }
+        let logged_at = gcx_protocol::time::now();
+        let mut records = Vec::with_capacity(done.len());
+        for (e, outcome, processed_at) in done {
+            let p = &e.planned;
+            self.tally.record(p.from, p.state, p.invalid, &outcome);
+            let point = self.series.at(e.answered_at.as_secs());
+            let (status, code, duplicate, validated) = match &outcome {
+                Outcome::Accepted { duplicate } => {
+                    point.accepted += 1;
+                    ("accepted", None, *duplicate, !p.invalid)
+                }
+                Outcome::Rejected { code, duplicate } => {
+                    point.rejected += 1;
+                    ("rejected", code.clone(), *duplicate, p.invalid)
+                }
+                Outcome::Failed { reason } => {
+                    point.failed += 1;
+                    ("failed", Some(reason.clone()), false, false)
+                }
+                Outcome::Missing => {
+                    point.failed += 1;
+                    ("missing", None, false, false)
+                }
+            };
+            if let Some(at) = processed_at {
+                let intended =
+                    self.wall_start + chrono::Duration::from_std(e.intended).unwrap_or_default();
+                if let Ok(d) = (at - intended).to_std() {
+                    self.latency.record_e2e(d);
+                }
+            }
+            records.push(AuditRecord {
+                agent_id: self.ids.agent_id(p.agent),
+                sequence_id: e.sequence_id,
+                state: p.state,
+                latency_ms: e.latency.as_secs_f64() * 1000.0,
+                validated,
+                logged_at: logged_at.clone(),
+                n: p.n,
+                agent: p.agent,
+                from: p.from,
+                invalid: p.invalid,
+                status,
+                code,
+                duplicate,
+                at_ms: p.at.as_secs_f64() * 1000.0,
+            });
+        }
+        self.audit.write(records);
+    }
+
+    fn publish(&self, now: Duration, fleet: &FleetCounts, sent: u64, in_flight: usize) {
+        let l = self.live;
+        l.generated.store(fleet.events, Relaxed);
+        l.sent.store(sent, Relaxed);
+        l.accepted.store(self.tally.accepted, Relaxed);
+        l.rejected.store(self.tally.rejected, Relaxed);
+        l.errors
+            .store(self.tally.failed + self.tally.missing, Relaxed);
+        l.retries.store(self.retries, Relaxed);
+        l.dropped
+            .store(fleet.dropped_no_agent + fleet.dropped_behind, Relaxed);
+        l.in_flight.store(in_flight as u64, Relaxed);
+        if let Some(p95) = self.series.current_p95_ms() {
+            l.p95_us.store((p95 * 1000.0) as u64, Relaxed);
+        }
+        l.elapsed_ms.store(now.as_millis() as u64, Relaxed);
+    }
+}
+
+/// The end of the time slice `at` falls in: when the schedule means to send it.
+fn slice_end(at: Duration, slice: Duration) -> Duration {
+    let s = slice.as_nanos().max(1);
+    let k = at.as_nanos().div_ceil(s);
+    Duration::from_nanos(u64::try_from(k * s).unwrap_or(u64::MAX))
+}
+
+/// Runs the simulation's sending and accounting to the end.
+pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
+    let Injection {
+        mut fleet,
+        ids,
+        events: endpoint,
+        query,
+        settings,
+        live,
+        cancel,
+        wall_start,
+    } = inj;
+    let start = Instant::now();
+    let slice = settings.time_slice;
+    if let Some(end) = fleet.end_at() {
+        live.planned_ms.store(end.as_millis() as u64, Relaxed);
+    }
+    let mut books = Books {
+        start,
+        wall_start,
+        ids: ids.clone(),
+        tally: Tally::default(),
+        latency: Latency::default(),
+        series: Series::default(),
+        retries: 0,
+        requests: 0,
+        live: &live,
+        audit,
+    };
+    let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answered>();
+    let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
+    let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
+    let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let correlator = tokio::spawn(correlate::run(
+        query,
+        q_rx,
+        found_tx,
+        awaiting_gauge.clone(),
+    ));
+    let mut q_tx = Some(q_tx);
+
+    let mut batcher = Batcher::new(fleet.len(), settings.batch_size);
+    let mut ready: VecDeque<Batch> = VecDeque::new();
+    let mut id_rng = SimRng::from_entropy();
+    let mut ticker = tokio::time::interval_at(start + slice, slice);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let (mut generating, mut interrupted) = (true, false);
+    let (mut in_flight, mut sent_events, mut awaiting) = (0usize, 0u64, 0u64);
+    let mut dropped_seen = 0u64;
+    let mut send_phase = None;
+
+    loop {
+        tokio::select! {
+            Some(mut a) = ans_rx.recv() => {
+                in_flight -= 1;
+                let t = a.sent.answered.saturating_duration_since(start);
+                batcher.release(a.batch.serial, &a.batch.events, |agent| fleet.answered(agent, t));
+                let lookup = books.on_answered(&mut a);
+                if !lookup.is_empty() {
+                    awaiting += lookup.len() as u64;
+                    if let Some(tx) = &q_tx {
+                        let _ = tx.send(lookup);
+                    }
+                }
+            }
+            Some(found) = found_rx.recv() => {
+                awaiting = awaiting.saturating_sub(found.len() as u64);
+                books.finalize(found.into_iter().map(|f| (f.event, f.outcome, f.processed_at)).collect());
+            }
+            _ = cancel.cancelled(), if generating => {
+                generating = false;
+                interrupted = true;
+            }
+            _ = ticker.tick() => {
+                let now = start.elapsed();
+                if generating {
+                    let oldest = batcher
+                        .oldest_intended()
+                        .into_iter()
+                        .chain(ready.front().and_then(|b| b.events.first()).map(|e| e.intended))
+                        .min();
+                    let behind = oldest.is_some_and(|t| now > t + settings.max_lag);
+                    fleet.advance(now, behind, &mut |p| {
+                        batcher.push(SentEvent {
+                            sequence_id: id_rng.uuid(),
+                            intended: slice_end(p.at, slice),
+                            latency: Duration::ZERO,
+                            answered_at: Duration::ZERO,
+                            planned: p,
+                        });
+                    });
+                    if fleet.is_finished(now) {
+                        generating = false;
+                    }
+                    let counts = fleet.counts();
+                    let dropped = counts.dropped_no_agent + counts.dropped_behind;
+                    books.series.at(now.as_secs()).dropped += dropped - dropped_seen;
+                    dropped_seen = dropped;
+                }
+                batcher.take_batches(&mut ready);
+                books.publish(now, &fleet.counts(), sent_events, in_flight);
+                live.awaiting_query.store(awaiting_gauge.load(Relaxed), Relaxed);
+            }
+        }
+        while in_flight < settings.max_in_flight {
+            let Some(batch) = ready.pop_front() else {
+                break;
+            };
+            in_flight += 1;
+            sent_events += batch.events.len() as u64;
+            books.series.at(start.elapsed().as_secs()).sent += batch.events.len() as u64;
+            let (ep, ids, tx) = (endpoint.clone(), ids.clone(), ans_tx.clone());
+            let async_mode = settings.async_mode;
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(batch.events.len() * 280 + 2);
+                encode_batch(&batch.events, &ids, wall_start, &mut buf);
+                let sent = send_batch(&ep, Bytes::from(buf), async_mode).await;
+                let _ = tx.send(Answered { batch, sent });
+            });
+        }
+        if !generating && batcher.pending_len() == 0 && ready.is_empty() && in_flight == 0 {
+            if send_phase.is_none() {
+                send_phase = Some(start.elapsed());
+                q_tx = None; // the correlator finishes what it holds, then stops
+            }
+            if awaiting == 0 {
+                break;
+            }
+        }
+    }
+    let _ = correlator.await;
+    let elapsed = start.elapsed();
+    books.publish(elapsed, &fleet.counts(), sent_events, 0);
+    live.awaiting_query.store(0, Relaxed);
+    Injected {
+        tally: books.tally,
+        latency: books.latency,
+        series: books.series.finish(),
+        fleet: fleet.counts(),
+        retries: books.retries,
+        requests: books.requests,
+        send_phase: send_phase.unwrap_or(elapsed),
+        elapsed,
+        interrupted,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_due_at_the_end_of_their_slice() {
+        let ms = Duration::from_millis;
+        assert_eq!(slice_end(ms(0), ms(50)), ms(0));
+        assert_eq!(slice_end(ms(1), ms(50)), ms(50));
+        assert_eq!(slice_end(ms(50), ms(50)), ms(50));
+        assert_eq!(slice_end(ms(51), ms(50)), ms(100));
+    }
+}

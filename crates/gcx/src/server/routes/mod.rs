@@ -1,0 +1,5 @@
+//! The `/v1` routes, one file per resource.
+
+pub mod metrics_audit;
+pub mod outbox;
+pub mod triggers;

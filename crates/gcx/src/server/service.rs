@@ -1,0 +1,233 @@
+//! The whole `gcx serve` service: store, CRM delivery worker, dispatcher (which resumes
+//! every trigger left `accepted`/`sent`), and the HTTP API, started in that order and
+//! stopped in the order the lifecycle needs:
+//!
+//! 1. intake closes (`POST /v1/triggers` answers 503, `/readyz` unready), the rest of the
+//!    API keeps answering;
+//! 2. in-flight actions finish, up to `serve.drain_timeout`;
+//! 3. the HTTP server finishes its open requests and stops;
+//! 4. the dispatcher stops (unfinished triggers stay `accepted`/`sent` in the store and
+//!    resume on the next start); the delivery worker gets what is left of the drain time
+//!    for due webhooks (the rest stays in the outbox for the next start);
+//! 5. the store flushes and writes the audit checkpoint (`Store::close`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::Listener;
+use gcx_protocol::Catalogue;
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::api_keys::{ApiKeyError, ApiKeys};
+use super::state::{AppState, DeliveryCell};
+use super::{prometheus, run};
+use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
+use crate::auth::TokenProvider;
+use crate::config::Config;
+use crate::delivery::{DeliveryError, DeliveryWorker};
+use crate::store::{Store, StoreError};
+
+/// How long open HTTP requests get to finish once the server stops accepting.
+pub const HTTP_GRACE: Duration = Duration::from_secs(5);
+/// The least the delivery worker gets at shutdown for webhooks already due.
+pub const DELIVERY_GRACE: Duration = Duration::from_secs(1);
+
+/// Why the service could not start or stop cleanly. Each names the setting or part.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    ApiKeys(#[from] ApiKeyError),
+    #[error("opening the store failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("starting the webhook delivery worker failed: {0}")]
+    Delivery(#[from] DeliveryError),
+    #[error("starting the dispatcher failed: {0}")]
+    Dispatch(#[from] DispatchError),
+    #[error("the listener has no local address: {0}")]
+    Listener(std::io::Error),
+}
+
+/// What the service runs against, besides its configuration: resolved by the caller
+/// (the CLI resolves endpoints and credentials from the same configuration).
+pub struct Upstream {
+    /// Logs in to Genesys Cloud (or a sandbox).
+    pub tokens: TokenProvider,
+    /// The assist stream's `ws(s)://` URL.
+    pub stream_url: String,
+    /// The action catalogue triggers are validated against (recorded in the audit log).
+    pub catalogue: Catalogue,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Triggers still unfinished when the drain time ran out (they resume next start).
+    pub unfinished_triggers: usize,
+    /// Webhooks still pending in the outbox (they go out on the next start).
+    pub pending_webhooks: u64,
+    /// Whether the store closed cleanly (audit checkpoint written).
+    pub store_closed: bool,
+}
+
+/// A running `gcx serve`.
+pub struct Service {
+    state: Arc<AppState>,
+    local_addr: SocketAddr,
+    scheme: &'static str,
+    store: Store,
+    dispatcher: DispatcherHandle,
+    delivery: DeliveryCell,
+    /// Tells the HTTP server to stop accepting and finish open requests.
+    http_stop: Option<oneshot::Sender<()>>,
+    http: tokio::task::JoinHandle<std::io::Result<()>>,
+    upkeep: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Service {
+    /// Starts everything on `listener` (`tls` only says which scheme [`Service::url`]
+    /// shows). Returns once the API answers; the stream connects in the background.
+    pub async fn start<L>(
+        config: &Config,
+        upstream: Upstream,
+        listener: L,
+        tls: bool,
+    ) -> Result<Service, ServeError>
+    where
+        L: Listener<Addr = SocketAddr>,
+    {
+        // Refuse a bad key list before touching anything durable.
+        let keys = ApiKeys::load(&config.serve.api_keys)?;
+        let metrics = prometheus::install();
+        let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
+
+        let store = Store::open(&config.store).await?;
+        // Endpoints without a URL are skipped by the worker; their rows stay pending.
+        let delivery = DeliveryCell::new(Some(DeliveryWorker::spawn(store.clone(), config)?));
+        let mut dispatch = DispatcherConfig::from_config(
+            config,
+            upstream.stream_url,
+            upstream.catalogue.version().to_owned(),
+        );
+        let nudge = delivery.clone();
+        dispatch.outbox_notify = Some(Arc::new(move || nudge.notify()));
+        let dispatcher = Dispatcher::start(dispatch, store.clone(), upstream.tokens).await?;
+        tracing::info!(
+            resumed = dispatcher.stats().resumed,
+            "dispatcher started; unfinished triggers from earlier runs resume first"
+        );
+
+        let state = AppState::new(
+            config.serve.clone(),
+            keys,
+            Arc::new(upstream.catalogue),
+            Arc::new(dispatcher.clone()),
+            store.clone(),
+            metrics.clone(),
+            delivery.clone(),
+        );
+        let upkeep = metrics.map(prometheus::spawn_upkeep);
+        let (http_stop, stopped) = oneshot::channel::<()>();
+        let http = tokio::spawn(run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Service {
+            state,
+            local_addr,
+            scheme: if tls { "https" } else { "http" },
+            store,
+            dispatcher,
+            delivery,
+            http_stop: Some(http_stop),
+            http,
+            upkeep,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://127.0.0.1:PORT` (or `https://…`).
+    pub fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.local_addr)
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// The dispatcher (stats, and why it halted if it did).
+    pub fn dispatcher(&self) -> &DispatcherHandle {
+        &self.dispatcher
+    }
+
+    /// Closes intake now (new triggers get 503, `/readyz` unready); [`Service::shutdown`]
+    /// does this first anyway.
+    pub fn begin_drain(&self) {
+        self.state.begin_drain();
+    }
+
+    /// The graceful stop described in the module header.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        let drain_timeout = self.state.config.drain_timeout;
+        let deadline = Instant::now() + drain_timeout;
+        self.state.begin_drain();
+        tracing::info!(
+            drain_timeout = %humantime::format_duration(drain_timeout),
+            "shutting down: intake closed, letting in-flight actions finish"
+        );
+        let unfinished = self.dispatcher.drain(drain_timeout).await;
+
+        if let Some(stop) = self.http_stop.take() {
+            let _ = stop.send(());
+        }
+        if tokio::time::timeout(HTTP_GRACE, &mut self.http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("open HTTP requests did not finish in time; closing them");
+            self.http.abort();
+        }
+        self.dispatcher.shutdown().await;
+
+        if let Some(delivery) = self.delivery.take() {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(DELIVERY_GRACE);
+            if let Err(e) = delivery.drain(left).await {
+                tracing::warn!(error = %e, "webhook delivery did not drain");
+            }
+            delivery.shutdown().await;
+        }
+        let pending_webhooks = self
+            .store
+            .outbox_counts()
+            .await
+            .map(|c| c.pending)
+            .unwrap_or(0);
+        let store_closed = match self.store.close().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "closing the store failed");
+                false
+            }
+        };
+        if let Some(upkeep) = self.upkeep.take() {
+            upkeep.abort();
+        }
+        let report = ShutdownReport {
+            unfinished_triggers: unfinished,
+            pending_webhooks,
+            store_closed,
+        };
+        tracing::info!(
+            unfinished = report.unfinished_triggers,
+            pending_webhooks = report.pending_webhooks,
+            "stopped; unfinished triggers and pending webhooks resume on the next start"
+        );
+        report
+    }
+}

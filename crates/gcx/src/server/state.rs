@@ -1,0 +1,95 @@
+//! What every handler of one `gcx serve` shares.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use gcx_protocol::Catalogue;
+use metrics_exporter_prometheus::PrometheusHandle;
+use parking_lot::Mutex;
+
+use super::api_keys::ApiKeys;
+use super::pipeline::TriggerPipeline;
+use super::rate_limit::RateLimiter;
+use crate::config::ServeConfig;
+use crate::delivery::DeliveryHandle;
+use crate::store::Store;
+
+/// The running webhook delivery worker, shared by whoever must wake it (the dispatcher
+/// after each commit with outbox rows, the replay route) and taken out at shutdown.
+#[derive(Clone, Default)]
+pub struct DeliveryCell(Arc<Mutex<Option<DeliveryHandle>>>);
+
+impl DeliveryCell {
+    pub fn new(handle: Option<DeliveryHandle>) -> DeliveryCell {
+        DeliveryCell(Arc::new(Mutex::new(handle)))
+    }
+
+    /// Wakes the worker (new rows, replayed dead letters); a no-op once it is taken.
+    pub fn notify(&self) {
+        if let Some(d) = self.0.lock().as_ref() {
+            d.notify();
+        }
+    }
+
+    /// Takes the worker out for its shutdown.
+    pub fn take(&self) -> Option<DeliveryHandle> {
+        self.0.lock().take()
+    }
+}
+
+/// State shared by every handler.
+pub struct AppState {
+    /// Limits, timeouts and switches of `[serve]`.
+    pub config: ServeConfig,
+    /// Digests of `serve.api_keys`: the only form in which keys are kept.
+    pub keys: ApiKeys,
+    /// One token bucket per key.
+    pub limiter: RateLimiter,
+    /// The action catalogue triggers are validated against (the dispatcher's own).
+    pub catalogue: Arc<Catalogue>,
+    /// Where accepted triggers go.
+    pub pipeline: Arc<dyn TriggerPipeline>,
+    /// For reads (trigger status, outbox, audit) and the readiness probe.
+    pub store: Store,
+    /// Set on the first shutdown signal: intake answers 503 and `/readyz` goes unready,
+    /// while the rest of the API keeps answering during the drain.
+    draining: AtomicBool,
+    /// The Prometheus recorder's handle; `None` when another recorder owns the process.
+    pub metrics: Option<PrometheusHandle>,
+    /// Woken after a replay so replayed dead letters go out at once.
+    pub delivery: DeliveryCell,
+}
+
+impl AppState {
+    pub fn new(
+        config: ServeConfig,
+        keys: ApiKeys,
+        catalogue: Arc<Catalogue>,
+        pipeline: Arc<dyn TriggerPipeline>,
+        store: Store,
+        metrics: Option<PrometheusHandle>,
+        delivery: DeliveryCell,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            limiter: RateLimiter::new(keys.len(), config.rate_limit_per_key),
+            config,
+            keys,
+            catalogue,
+            pipeline,
+            store,
+            draining: AtomicBool::new(false),
+            metrics,
+            delivery,
+        })
+    }
+
+    /// Stops intake: from now on new triggers get 503 and `/readyz` is unready.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        metrics::gauge!("gcx_serve_draining").set(1.0);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

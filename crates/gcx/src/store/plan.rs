@@ -1,0 +1,315 @@
+//! What one commit group changes, worked out in memory before any SQL runs: the trigger
+//! state machine applied batch by batch in arrival order (so the result is exactly that
+//! of committing the batches one after another), each caller's receipt, and the rows to
+//! write in bulk. A batch that breaks a rule (unknown trigger, forbidden transition,
+//! non-finite latency) is answered with its error and left out; its neighbours go on.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::committer::{Done, Work};
+use super::{
+    CommitReceipt, NewOutboxMessage, StoreError, TriggerRow, TriggerState, TriggerWrite, WriteBatch,
+};
+use crate::audit::AuditEvent;
+use crate::audit::chain::truncate_to_micros;
+
+/// The rows one group writes, and the answers known before writing.
+#[derive(Debug, Default)]
+pub(crate) struct Plan<'a> {
+    /// Per item: `Some` when already answered (a batch's receipt or a rule violation);
+    /// `None` for items the SQL phase answers (outbox updates, replay, ...).
+    pub results: Vec<Option<Result<Done, StoreError>>>,
+    /// Triggers not stored before this group, with their values after the group.
+    pub new_triggers: Vec<TriggerRow>,
+    /// Stored triggers this group changes, with their values after the group.
+    pub changed_triggers: Vec<TriggerRow>,
+    /// Outbox rows to insert, in order.
+    pub outbox: Vec<&'a NewOutboxMessage>,
+    /// Audit events to append, in order (chain order = this order).
+    pub audit: Vec<&'a AuditEvent>,
+    /// Indexes of the items the SQL phase applies one by one, in arrival order.
+    pub updates: Vec<usize>,
+}
+
+/// Every correlationId the group's trigger writes touch (to load their stored state).
+pub(crate) fn trigger_ids(items: &[&Work]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = items
+        .iter()
+        .filter_map(|w| match w {
+            Work::Batch(b) => Some(b.triggers.iter().map(|t| match t {
+                TriggerWrite::Accept { correlation_id, .. }
+                | TriggerWrite::Transition { correlation_id, .. } => *correlation_id,
+            })),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// One trigger as the plan sees it.
+#[derive(Debug, Clone)]
+struct Entry {
+    row: TriggerRow,
+    /// Stored before this group (then written with UPDATE, else INSERT).
+    stored: bool,
+    changed: bool,
+}
+
+/// Applies the group's items to `stored` (the current rows of [`trigger_ids`]).
+pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<TriggerRow>) -> Plan<'a> {
+    let mut triggers: HashMap<Uuid, Entry> = stored
+        .into_iter()
+        .map(|row| {
+            (
+                row.correlation_id,
+                Entry {
+                    row,
+                    stored: true,
+                    changed: false,
+                },
+            )
+        })
+        .collect();
+    let mut plan = Plan {
+        results: Vec::with_capacity(items.len()),
+        ..Plan::default()
+    };
+    for (index, item) in items.iter().enumerate() {
+        match item {
+            Work::Batch(batch) => {
+                let outcome = apply_batch(batch, &mut triggers);
+                if outcome.is_ok() {
+                    plan.outbox.extend(batch.outbox.iter());
+                    plan.audit.extend(batch.audit.iter());
+                }
+                plan.results.push(Some(outcome.map(Done::Receipt)));
+            }
+            _ => {
+                plan.results.push(None);
+                plan.updates.push(index);
+            }
+        }
+    }
+    for entry in triggers.into_values() {
+        match (entry.stored, entry.changed) {
+            (false, _) => plan.new_triggers.push(entry.row),
+            (true, true) => plan.changed_triggers.push(entry.row),
+            (true, false) => {}
+        }
+    }
+    plan
+}
+
+/// Applies one batch to `triggers` all or nothing; returns its receipt.
+fn apply_batch(
+    batch: &WriteBatch,
+    triggers: &mut HashMap<Uuid, Entry>,
+) -> Result<CommitReceipt, StoreError> {
+    validate_audit(&batch.audit)?;
+    // Changes go to an overlay first so a failing write leaves `triggers` untouched.
+    let mut overlay: HashMap<Uuid, Entry> = HashMap::new();
+    let mut receipt = CommitReceipt::default();
+    for write in &batch.triggers {
+        match write {
+            TriggerWrite::Accept {
+                correlation_id,
+                action_type,
+                payload,
+                at,
+            } => {
+                let current = overlay.get(correlation_id).or(triggers.get(correlation_id));
+                match current {
+                    Some(entry) => receipt.existing.push(Some(entry.row.state)),
+                    None => {
+                        let at = truncate_to_micros(*at);
+                        overlay.insert(
+                            *correlation_id,
+                            Entry {
+                                row: TriggerRow {
+                                    correlation_id: *correlation_id,
+                                    action_type: action_type.clone(),
+                                    payload: payload.clone(),
+                                    state: TriggerState::Accepted,
+                                    attempts: 0,
+                                    accepted_at: at,
+                                    updated_at: at,
+                                    output: None,
+                                    error: None,
+                                },
+                                stored: false,
+                                changed: true,
+                            },
+                        );
+                        receipt.existing.push(None);
+                    }
+                }
+            }
+            TriggerWrite::Transition {
+                correlation_id,
+                state,
+                attempts,
+                at,
+                output,
+                error,
+            } => {
+                let mut entry = match overlay.get(correlation_id).or(triggers.get(correlation_id)) {
+                    Some(entry) => entry.clone(),
+                    None => return Err(StoreError::UnknownTrigger(*correlation_id)),
+                };
+                if !entry.row.state.can_move_to(*state) {
+                    return Err(StoreError::InvalidTransition {
+                        id: *correlation_id,
+                        from: entry.row.state,
+                        to: *state,
+                    });
+                }
+                entry.row.state = *state;
+                entry.row.attempts = *attempts;
+                entry.row.updated_at = truncate_to_micros(*at);
+                entry.row.output.clone_from(output);
+                entry.row.error.clone_from(error);
+                entry.changed = true;
+                overlay.insert(*correlation_id, entry);
+            }
+        }
+    }
+    triggers.extend(overlay);
+    Ok(receipt)
+}
+
+fn validate_audit(events: &[AuditEvent]) -> Result<(), StoreError> {
+    for e in events {
+        let floats = [
+            ("latency_ms", Some(e.latency_ms)),
+            ("queue_wait_ms", e.queue_wait_ms),
+            ("send_to_ack_ms", e.send_to_ack_ms),
+            ("send_to_result_ms", e.send_to_result_ms),
+        ];
+        for (name, value) in floats {
+            if let Some(v) = value.filter(|v| !v.is_finite()) {
+                return Err(StoreError::InvalidInput {
+                    field: format!("audit event {} {name}", e.correlation_id),
+                    detail: format!("{v} is not a finite number of milliseconds"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The current time as stored (microsecond precision).
+pub(crate) fn now_micros() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn accept(id: Uuid) -> TriggerWrite {
+        TriggerWrite::Accept {
+            correlation_id: id,
+            action_type: "a".into(),
+            payload: json!({}),
+            at: Utc::now(),
+        }
+    }
+
+    fn transition(id: Uuid, state: TriggerState) -> TriggerWrite {
+        TriggerWrite::Transition {
+            correlation_id: id,
+            state,
+            attempts: 1,
+            at: Utc::now(),
+            output: None,
+            error: None,
+        }
+    }
+
+    fn batch(triggers: Vec<TriggerWrite>) -> Work {
+        Work::Batch(WriteBatch {
+            triggers,
+            ..WriteBatch::default()
+        })
+    }
+
+    fn receipt(r: &Option<Result<Done, StoreError>>) -> Result<Vec<Option<TriggerState>>, String> {
+        match r {
+            Some(Ok(Done::Receipt(r))) => Ok(r.existing.clone()),
+            Some(Err(e)) => Err(e.to_string()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn batches_apply_in_order_within_a_group() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let items = [
+            batch(vec![accept(a)]),
+            batch(vec![accept(a), transition(a, TriggerState::Sent)]),
+            batch(vec![transition(b, TriggerState::Sent)]),
+            batch(vec![transition(a, TriggerState::Completed)]),
+            batch(vec![transition(a, TriggerState::Failed)]),
+        ];
+        let refs: Vec<&Work> = items.iter().collect();
+        let plan = plan(&refs, vec![]);
+        assert_eq!(receipt(&plan.results[0]), Ok(vec![None]));
+        assert_eq!(
+            receipt(&plan.results[1]),
+            Ok(vec![Some(TriggerState::Accepted)])
+        );
+        assert!(
+            receipt(&plan.results[2])
+                .unwrap_err()
+                .contains("not stored")
+        );
+        assert_eq!(receipt(&plan.results[3]), Ok(vec![]));
+        assert!(
+            receipt(&plan.results[4])
+                .unwrap_err()
+                .contains("cannot move")
+        );
+        assert_eq!(plan.new_triggers.len(), 1);
+        assert_eq!(plan.new_triggers[0].state, TriggerState::Completed);
+        assert!(plan.changed_triggers.is_empty());
+    }
+
+    #[test]
+    fn a_failing_batch_leaves_no_trace() {
+        let a = Uuid::new_v4();
+        let items = [
+            batch(vec![
+                accept(a),
+                transition(Uuid::new_v4(), TriggerState::Sent),
+            ]),
+            batch(vec![accept(a)]),
+        ];
+        let refs: Vec<&Work> = items.iter().collect();
+        let plan = plan(&refs, vec![]);
+        assert!(receipt(&plan.results[0]).is_err());
+        assert_eq!(receipt(&plan.results[1]), Ok(vec![None]));
+    }
+
+    #[test]
+    fn state_machine_table() {
+        use TriggerState::*;
+        let all = [Accepted, Sent, Completed, Failed, Rejected];
+        for from in all {
+            for to in all {
+                let allowed = match from {
+                    Accepted => true,
+                    Sent => to != Accepted,
+                    _ => false,
+                };
+                assert_eq!(from.can_move_to(to), allowed, "{from} -> {to}");
+            }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! What the `gcx serve` tests share: a real sandbox on port 0, a real `gcx serve`
+//! (in-process [`Service`], or the binary as a child process) over a SQLite store in a
+//! temporary folder, an HTTP client, and trigger payloads.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use gcx::auth::{Credentials, TokenProvider};
+use gcx::config::{Config, Secret};
+use gcx::server::service::{Service, Upstream};
+use gcx_protocol::Catalogue;
+use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+pub const KEY: &str = "test-key-0123456789abcdef";
+pub const OTHER_KEY: &str = "other-key-0123456789abcdef";
+
+pub async fn sandbox(faults: Faults) -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        faults,
+        ..Default::default()
+    })
+    .await
+    .expect("sandbox starts")
+}
+
+/// A configuration for a `gcx serve` in front of `sandbox`, storing in `data_dir`.
+pub fn config(sandbox: &Sandbox, data_dir: &std::path::Path) -> Config {
+    let mut c = Config::default();
+    c.genesys.base_url = Some(sandbox.base_url());
+    c.genesys.client_id = Some("gcx-demo".into());
+    c.genesys.client_secret = Some(Secret::new("gcx-demo-secret"));
+    c.crm.url = Some(sandbox.info().crm_url);
+    c.store.data_dir = data_dir.to_owned();
+    c.serve.bind = "127.0.0.1:0".into();
+    c.serve.api_keys = vec![
+        Secret::new(KEY),
+        Secret::new(gcx::server::api_keys::hash_key(OTHER_KEY)),
+    ];
+    // Webhook retries in milliseconds, so a test sees them.
+    c.delivery.schedule = vec![Duration::ZERO, Duration::from_millis(50)];
+    c
+}
+
+/// Starts a `gcx serve` in this process.
+pub async fn start_service(sandbox: &Sandbox, config: &Config) -> Service {
+    let credentials = Credentials::new(
+        sandbox.base_url(),
+        "gcx-demo",
+        Secret::new("gcx-demo-secret"),
+    )
+    .with_scopes([
+        gcx_protocol::oauth::SCOPE_ASSIST_READ,
+        gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
+    ]);
+    let http = gcx::http_client::build(Duration::from_secs(10)).expect("http client");
+    let tokens = TokenProvider::new(credentials, http).expect("token provider");
+    let upstream = Upstream {
+        tokens,
+        stream_url: sandbox.info().stream_url,
+        catalogue: Catalogue::builtin(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    Service::start(config, upstream, listener, false)
+        .await
+        .expect("service starts")
+}
+
+pub fn client() -> reqwest::Client {
+    gcx::http_client::build(Duration::from_secs(30)).expect("http client")
+}
+
+/// A valid knowledge_search trigger with a fresh correlationId.
+pub fn trigger() -> Value {
+    trigger_with_id(&uuid::Uuid::new_v4().to_string())
+}
+
+pub fn trigger_with_id(id: &str) -> Value {
+    json!({
+        "actionType": "knowledge_search",
+        "parameterMatrix": {"query": "refund policy for enterprise accounts", "languageCode": "en-US"},
+        "executionContext": {
+            "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
+            "sessionId": "session-987654321",
+            "interactionType": "voice"
+        },
+        "correlationId": id,
+        "maxRetries": 2
+    })
+}
+
+pub fn id_of(trigger: &Value) -> String {
+    trigger["correlationId"]
+        .as_str()
+        .expect("correlationId")
+        .to_owned()
+}
+
+/// The sandbox's `/sandbox/stats`.
+pub async fn stats(sandbox: &Sandbox) -> Value {
+    client()
+        .get(format!("{}/sandbox/stats", sandbox.base_url()))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("stats JSON")
+}
+
+/// Polls `probe` every 20 ms until it returns true; panics naming `what` after `limit`.
+pub async fn eventually<F, Fut>(what: &str, limit: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,201 @@
+//! Fault settings (PROTOCOL.md section 7): what `GET/PUT /sandbox/faults` show and take,
+//! and the same settings as command-line flags.
+
+use serde::{Deserialize, Serialize};
+
+/// Engine latency as a median and a 99th percentile (a lognormal between them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySpec {
+    pub median: u64,
+    pub p99: u64,
+}
+
+impl std::str::FromStr for LatencySpec {
+    type Err = String;
+
+    /// `20` (fixed) or `20,200` (median,p99), in milliseconds.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parse = |t: &str| {
+            t.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("expected milliseconds as an integer, got {t:?}"))
+        };
+        match s.split_once(',') {
+            None => {
+                let v = parse(s)?;
+                Ok(LatencySpec { median: v, p99: v })
+            }
+            Some((m, p)) => {
+                let (median, p99) = (parse(m)?, parse(p)?);
+                if p99 < median {
+                    return Err(format!("p99 ({p99}) is below the median ({median})"));
+                }
+                Ok(LatencySpec { median, p99 })
+            }
+        }
+    }
+}
+
+/// Every fault and limit the sandbox applies. `None` means no limit or never.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    pub token_lifetime_secs: u64,
+    pub max_concurrent_actions: u32,
+    pub engine_latency_ms: LatencySpec,
+    pub action_timeout_ms: u64,
+    pub result_failure_rate: f64,
+    pub send_429_rate: f64,
+    pub send_503_rate: f64,
+    pub sends_per_second: Option<u32>,
+    pub drop_connection_every: Option<u64>,
+    pub closing_every_secs: Option<u64>,
+    pub heartbeat_interval_ms: u64,
+    pub handshake_timeout_ms: u64,
+    pub events_requests_per_minute: Option<u32>,
+    pub events_429_rate: f64,
+    pub events_5xx_rate: f64,
+    pub events_async_delay_ms: u64,
+    pub crm_statuses: Vec<u16>,
+    pub crm_latency_ms: u64,
+    pub qa_statuses: Vec<u16>,
+    pub qa_latency_ms: u64,
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            token_lifetime_secs: 86_400,
+            max_concurrent_actions: 50,
+            engine_latency_ms: LatencySpec::default(),
+            action_timeout_ms: 30_000,
+            result_failure_rate: 0.0,
+            send_429_rate: 0.0,
+            send_503_rate: 0.0,
+            sends_per_second: None,
+            drop_connection_every: None,
+            closing_every_secs: None,
+            heartbeat_interval_ms: 30_000,
+            handshake_timeout_ms: 10_000,
+            events_requests_per_minute: None,
+            events_429_rate: 0.0,
+            events_5xx_rate: 0.0,
+            events_async_delay_ms: 0,
+            crm_statuses: Vec::new(),
+            crm_latency_ms: 0,
+            qa_statuses: Vec::new(),
+            qa_latency_ms: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl Faults {
+    /// Every reason these settings cannot be applied (rates outside 0..=1, zero limits).
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        for (name, rate) in [
+            ("result_failure_rate", self.result_failure_rate),
+            ("send_429_rate", self.send_429_rate),
+            ("send_503_rate", self.send_503_rate),
+            ("events_429_rate", self.events_429_rate),
+            ("events_5xx_rate", self.events_5xx_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                errors.push(format!("{name}: {rate} is not a share between 0 and 1"));
+            }
+        }
+        for (name, v) in [
+            ("token_lifetime_secs", self.token_lifetime_secs),
+            ("heartbeat_interval_ms", self.heartbeat_interval_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("action_timeout_ms", self.action_timeout_ms),
+        ] {
+            if v == 0 {
+                errors.push(format!("{name}: must be at least 1"));
+            }
+        }
+        if self.drop_connection_every == Some(0) {
+            errors.push("drop_connection_every: must be at least 1 (or null for never)".into());
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// A deterministic draw in `[0, 1)` from the seed and the id it concerns, so a faulty run
+/// repeats exactly whatever the interleaving (FNV-1a then a SplitMix64 finalizer).
+pub fn draw(seed: u64, salt: &str, id: &str) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for b in salt.bytes().chain([0xff]).chain(id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_serialize_as_the_spec_writes_them() {
+        let v = serde_json::to_value(Faults::default()).unwrap();
+        assert_eq!(v["token_lifetime_secs"], 86_400);
+        assert_eq!(
+            v["engine_latency_ms"],
+            serde_json::json!({"median":0,"p99":0})
+        );
+        assert!(v["sends_per_second"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 21);
+    }
+
+    #[test]
+    fn latency_spec_parses_one_or_two_numbers() {
+        assert_eq!(
+            "20".parse::<LatencySpec>().unwrap(),
+            LatencySpec {
+                median: 20,
+                p99: 20
+            }
+        );
+        assert_eq!(
+            "20,200".parse::<LatencySpec>().unwrap(),
+            LatencySpec {
+                median: 20,
+                p99: 200
+            }
+        );
+        assert!("200,20".parse::<LatencySpec>().is_err());
+        assert!("x".parse::<LatencySpec>().is_err());
+    }
+
+    #[test]
+    fn draws_are_repeatable_and_spread() {
+        assert_eq!(draw(7, "send_429", "abc"), draw(7, "send_429", "abc"));
+        assert_ne!(draw(7, "send_429", "abc"), draw(8, "send_429", "abc"));
+        let hits = (0..10_000)
+            .filter(|i| draw(1, "x", &i.to_string()) < 0.1)
+            .count();
+        assert!((800..1200).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn check_names_every_bad_setting() {
+        let f = Faults {
+            send_429_rate: 2.0,
+            events_5xx_rate: -1.0,
+            heartbeat_interval_ms: 0,
+            ..Faults::default()
+        };
+        assert_eq!(f.check().unwrap_err().len(), 3);
+    }
+}

@@ -1,0 +1,158 @@
+//! Counters behind `GET /sandbox/stats` (PROTOCOL.md section 7), exactly as named there.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde_json::{Value, json};
+
+/// A counter that can be bumped from any task.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Relaxed);
+    }
+    /// Raises the value to `n` if `n` is larger (a high-water mark).
+    pub fn max(&self, n: u64) {
+        self.0.fetch_max(n, Relaxed);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct OauthStats {
+    pub tokens_issued: Counter,
+    pub rejected: Counter,
+}
+
+#[derive(Debug, Default)]
+pub struct AssistStats {
+    pub connections_total: Counter,
+    pub connections_open: Counter,
+    pub sends: Counter,
+    pub acks: Counter,
+    pub duplicates: Counter,
+    pub results_completed: Counter,
+    pub results_failed: Counter,
+    pub rejected_invalid: Counter,
+    pub rejected_429: Counter,
+    pub rejected_503: Counter,
+    pub in_flight: Counter,
+    pub max_in_flight_observed: Counter,
+    pub executed_unique: Counter,
+}
+
+#[derive(Debug, Default)]
+pub struct EventsStats {
+    pub requests: Counter,
+    pub events_received: Counter,
+    pub events_accepted: Counter,
+    pub events_rejected_transition: Counter,
+    pub events_rejected_schema: Counter,
+    pub duplicates: Counter,
+    pub rate_limited: Counter,
+}
+
+#[derive(Debug, Default)]
+pub struct CrmStats {
+    pub deliveries: Counter,
+    pub unique_messages: Counter,
+    pub bad_signatures: Counter,
+    pub initiated: Counter,
+    pub completed: Counter,
+    pub failed: Counter,
+    pub order_violations: Counter,
+}
+
+/// All counters. `in_flight` and `connections_open` are gauges that a reset keeps.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub oauth: OauthStats,
+    pub assist: AssistStats,
+    pub events: EventsStats,
+    pub crm: CrmStats,
+    pub qa_exports: Counter,
+    /// The last QA export body (`qa.last`).
+    pub qa_last: parking_lot::Mutex<Option<Value>>,
+}
+
+impl Stats {
+    /// The JSON of `GET /sandbox/stats`.
+    pub fn to_json(&self) -> Value {
+        let (o, a, e, c) = (&self.oauth, &self.assist, &self.events, &self.crm);
+        json!({
+            "oauth": {"tokens_issued": o.tokens_issued.get(), "rejected": o.rejected.get()},
+            "assist": {
+                "connections_total": a.connections_total.get(), "connections_open": a.connections_open.get(),
+                "sends": a.sends.get(), "acks": a.acks.get(), "duplicates": a.duplicates.get(),
+                "results_completed": a.results_completed.get(), "results_failed": a.results_failed.get(),
+                "rejected_invalid": a.rejected_invalid.get(), "rejected_429": a.rejected_429.get(),
+                "rejected_503": a.rejected_503.get(), "in_flight": a.in_flight.get(),
+                "max_in_flight_observed": a.max_in_flight_observed.get(), "executed_unique": a.executed_unique.get(),
+            },
+            "events": {
+                "requests": e.requests.get(), "events_received": e.events_received.get(),
+                "events_accepted": e.events_accepted.get(), "events_rejected_transition": e.events_rejected_transition.get(),
+                "events_rejected_schema": e.events_rejected_schema.get(), "duplicates": e.duplicates.get(),
+                "rate_limited": e.rate_limited.get(),
+            },
+            "crm": {
+                "deliveries": c.deliveries.get(), "unique_messages": c.unique_messages.get(),
+                "bad_signatures": c.bad_signatures.get(),
+                "by_state": {"initiated": c.initiated.get(), "completed": c.completed.get(), "failed": c.failed.get()},
+                "order_violations": c.order_violations.get(),
+            },
+            "qa": {"exports": self.qa_exports.get(), "last": self.qa_last.lock().clone()},
+        })
+    }
+
+    /// `POST /sandbox/stats/reset`: zero every counter; gauges keep their live value and
+    /// `max_in_flight_observed` restarts from the current in-flight count.
+    pub fn reset(&self) {
+        let (o, a, e, c) = (&self.oauth, &self.assist, &self.events, &self.crm);
+        for counter in [
+            &o.tokens_issued,
+            &o.rejected,
+            &a.connections_total,
+            &a.sends,
+            &a.acks,
+            &a.duplicates,
+            &a.results_completed,
+            &a.results_failed,
+            &a.rejected_invalid,
+            &a.rejected_429,
+            &a.rejected_503,
+            &a.executed_unique,
+            &e.requests,
+            &e.events_received,
+            &e.events_accepted,
+            &e.events_rejected_transition,
+            &e.events_rejected_schema,
+            &e.duplicates,
+            &e.rate_limited,
+            &c.deliveries,
+            &c.unique_messages,
+            &c.bad_signatures,
+            &c.initiated,
+            &c.completed,
+            &c.failed,
+            &c.order_violations,
+            &self.qa_exports,
+        ] {
+            counter.set(0);
+        }
+        a.max_in_flight_observed.set(a.in_flight.get());
+        *self.qa_last.lock() = None;
+    }
+}
