@@ -435,12 +435,12 @@ async fn a_malformed_setting_is_named() {
     };
     let mut cfg = config(Some("crm.example.com/hook".into()), None, None);
     let err = spawn_error(&cfg);
-    assert!(err.starts_with("crm.webhook_url"), "{err}");
+    assert!(err.starts_with("crm.url"), "{err}");
     cfg.crm.url = Some("https://crm.example.com/hook".into());
     cfg.crm.secret = Some(Secret::new("whsec_s3cr3t!"));
     let err = spawn_error(&cfg);
     assert!(
-        err.starts_with("crm.webhook_secret") && !err.contains("s3cr3t"),
+        err.starts_with("crm.secret") && !err.contains("s3cr3t"),
         "{err}"
     );
     cfg.crm.secret = None;

@@ -22,6 +22,9 @@ use gcx_sandbox::{Sandbox, SandboxOptions};
 /// Tour steps not run yet, each with why. The lead empties this as features land.
 const SKIP: &[(&str, &str)] = &[];
 
+/// How long one step may run (the slowest, `simulate`, takes about 20 s in a debug build).
+const STEP_TIMEOUT_SECS: &str = "180";
+
 /// One marked block of README.md.
 #[derive(Debug)]
 struct Step {
@@ -174,9 +177,18 @@ async fn every_tour_command_of_the_readme_works() {
             "trap 'rc=$?; kill $(jobs -p) 2>/dev/null || true; wait || true; exit $rc' EXIT\n{}",
             step.script
         );
-        let mut command = Command::new("bash");
+        // A step that hangs (a server that died before its ready file) fails, not stalls.
+        let mut command = Command::new("timeout");
         command
-            .args(["-euo", "pipefail", "-c", &script])
+            .args([
+                "--kill-after=5",
+                STEP_TIMEOUT_SECS,
+                "bash",
+                "-euo",
+                "pipefail",
+                "-c",
+            ])
+            .arg(&script)
             .current_dir(work)
             .env("PATH", &path)
             .env("SBX", &base_url)
@@ -204,7 +216,9 @@ async fn every_tour_command_of_the_readme_works() {
         );
         let code = output.status.code().unwrap_or(-1);
         let mut problems = Vec::new();
-        if code != step.exit {
+        if code == 124 {
+            problems.push(format!("timed out after {STEP_TIMEOUT_SECS} s"));
+        } else if code != step.exit {
             problems.push(format!("exit code {code}, README promises {}", step.exit));
         }
         if let Some(expect) = &step.expect

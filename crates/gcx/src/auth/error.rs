@@ -11,6 +11,15 @@ pub const CLIENT_ID_SETTING: &str = "`genesys.client_id` (GENESYSCLOUD_OAUTHCLIE
 /// A failed token request.
 #[derive(Debug, Error)]
 pub enum AuthError {
+    /// Neither a client id nor a sandbox to fall back on.
+    #[error("no OAuth client id: set {CLIENT_ID_SETTING}")]
+    NoClient,
+    /// A client id without its secret.
+    #[error(
+        "no client secret for OAuth client {client_id:?}: set `genesys.client_secret` \
+         (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
+    )]
+    NoSecret { client_id: String },
     /// 401 `invalid_client`: wrong id or secret, or no Basic header.
     #[error(
         "login at {url} refused client id {client_id:?} (invalid_client: {description}); \

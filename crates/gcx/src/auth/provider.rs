@@ -18,8 +18,13 @@ use tokio::time::Instant;
 
 use super::error::{AuthError, AuthorizedError};
 use super::token::AccessToken;
-use crate::config::Secret;
+use crate::config::{Endpoints, GenesysConfig, Secret};
 use crate::retry::RetryPolicy;
+
+/// The sandbox's built-in client (PROTOCOL.md section 7), used only against loopback.
+pub const DEMO_CLIENT_ID: &str = "gcx-demo";
+/// Its secret: public by design, it opens nothing but a local sandbox.
+pub const DEMO_CLIENT_SECRET: &str = "gcx-demo-secret";
 
 /// Who logs in, where, and for which scopes.
 #[derive(Debug, Clone)]
@@ -46,6 +51,25 @@ impl Credentials {
             client_secret,
             scopes: Vec::new(),
         }
+    }
+
+    /// The client of the configuration, logging in at `endpoints.login_base`. With no
+    /// client configured and every endpoint on loopback (a sandbox), the sandbox's
+    /// built-in demo client `gcx-demo` (PROTOCOL.md section 7).
+    pub fn from_config(g: &GenesysConfig, endpoints: &Endpoints) -> Result<Credentials, AuthError> {
+        let (id, secret) = match (&g.client_id, &g.client_secret) {
+            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+            (None, None) if endpoints.on_loopback() => {
+                (DEMO_CLIENT_ID.to_owned(), Secret::new(DEMO_CLIENT_SECRET))
+            }
+            (None, _) => return Err(AuthError::NoClient),
+            (Some(id), None) => {
+                return Err(AuthError::NoSecret {
+                    client_id: id.clone(),
+                });
+            }
+        };
+        Ok(Credentials::new(&endpoints.login_base, id, secret))
     }
 
     pub fn with_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
@@ -437,5 +461,56 @@ async fn refresh_in_background(
                 tokio::time::sleep(wait).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::endpoints;
+
+    fn at(base_url: &str, id: Option<&str>, secret: Option<&str>) -> GenesysConfig {
+        GenesysConfig {
+            base_url: Some(base_url.to_owned()),
+            client_id: id.map(String::from),
+            client_secret: secret.map(Secret::new),
+            ..GenesysConfig::default()
+        }
+    }
+
+    fn from(g: &GenesysConfig) -> Result<Credentials, AuthError> {
+        let e = endpoints(g).expect("endpoints");
+        Credentials::from_config(g, &e)
+    }
+
+    #[test]
+    fn a_sandbox_without_a_client_gets_the_demo_client() {
+        let c = from(&at("http://127.0.0.1:9000", None, None)).expect("demo client");
+        assert_eq!(c.client_id, DEMO_CLIENT_ID);
+        assert_eq!(c.login_base, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn a_configured_client_wins_even_on_a_sandbox() {
+        let c = from(&at("http://localhost:9000", Some("mine"), Some("s"))).expect("client");
+        assert_eq!(c.client_id, "mine");
+        assert_eq!(c.client_secret.expose(), "s");
+    }
+
+    #[test]
+    fn a_remote_host_never_gets_the_demo_client() {
+        let err = from(&at("https://api.example.com", None, None)).expect_err("no client");
+        assert!(matches!(err, AuthError::NoClient));
+        assert!(
+            err.to_string().contains("GENESYSCLOUD_OAUTHCLIENT_ID"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_id_without_a_secret_names_the_secret_setting() {
+        let err = from(&at("http://127.0.0.1:9000", Some("mine"), None)).expect_err("no secret");
+        assert!(err.to_string().contains("genesys.client_secret"), "{err}");
+        assert!(err.to_string().contains("\"mine\""), "{err}");
     }
 }

@@ -169,21 +169,10 @@ fn hash_key_command(key: Option<&str>) -> anyhow::Result<ExitCode> {
 /// Login, stream URL and catalogue from the configuration.
 async fn upstream(config: &Config) -> anyhow::Result<Upstream> {
     let endpoints = crate::config::endpoints(&config.genesys)?;
-    let scopes = [
+    let credentials = Credentials::from_config(&config.genesys, &endpoints)?.with_scopes([
         gcx_protocol::oauth::SCOPE_ASSIST_READ,
         gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-    ];
-    let g = &config.genesys;
-    let credentials = match (&g.client_id, &g.client_secret) {
-        (Some(id), Some(secret)) => Credentials::new(&endpoints.login_base, id, secret.clone()),
-        (None, _) => bail!(
-            "no OAuth client id: set genesys.client_id (GENESYSCLOUD_OAUTHCLIENT_ID) and genesys.client_secret (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
-        ),
-        (Some(id), None) => bail!(
-            "no client secret for OAuth client {id:?}: set genesys.client_secret (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
-        ),
-    }
-    .with_scopes(scopes);
+    ]);
     let http = crate::http_client::build(Duration::from_secs(30))?;
     let tokens = TokenProvider::new(credentials, http)?;
     // Log in before opening anything, so a refused login is the one error shown.

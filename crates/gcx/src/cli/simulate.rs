@@ -11,7 +11,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalArgs;
-use crate::config::{Config, GenesysConfig, Secret, endpoints};
+use crate::auth::Credentials;
+use crate::config::{Config, GenesysConfig, endpoints};
 use crate::desk::live::LiveStats;
 use crate::desk::report::qa_export::QaTarget;
 use crate::desk::report::table;
@@ -65,14 +66,14 @@ pub struct Args {
 /// configuration (base URL, explicit endpoints or region); and with whose credentials.
 fn target(global: &GlobalArgs, config: &Config, scenario: &Scenario) -> anyhow::Result<Target> {
     let g = &config.genesys;
-    let (api, login, origin) = match (&global.base_url, &scenario.base_url) {
+    let (e, origin) = match (&global.base_url, &scenario.base_url) {
         (None, Some((b, origin))) => {
             let e = endpoints(&GenesysConfig {
                 base_url: Some(b.clone()),
                 ..g.clone()
             })
             .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
-            (e.api_base, e.login_base, origin.clone())
+            (e, origin.clone())
         }
         _ => {
             let e = endpoints(g).map_err(|e| {
@@ -85,30 +86,16 @@ fn target(global: &GlobalArgs, config: &Config, scenario: &Scenario) -> anyhow::
             } else {
                 "the configured endpoints (genesys.base_url, api_base or region)"
             };
-            (e.api_base, e.login_base, origin.to_owned())
+            (e, origin.to_owned())
         }
     };
-    let loopback = reqwest::Url::parse(&api)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| h == "127.0.0.1" || h == "localhost" || h == "[::1]")
-        })
-        .unwrap_or(false);
-    let (client_id, client_secret) = match (&g.client_id, &g.client_secret) {
-        (Some(i), Some(s)) => (i.clone(), s.clone()),
-        // A sandbox on this machine: its built-in demo client.
-        (None, None) if loopback => ("gcx-demo".to_owned(), Secret::new("gcx-demo-secret")),
-        _ => anyhow::bail!(
-            "no OAuth client: set `genesys.client_id` and `genesys.client_secret` (or GENESYSCLOUD_OAUTHCLIENT_ID and GENESYSCLOUD_OAUTHCLIENT_SECRET)"
-        ),
-    };
+    let credentials = Credentials::from_config(g, &e)?;
     Ok(Target {
-        api_base: api,
-        login_base: login,
+        api_base: e.api_base,
+        login_base: e.login_base,
         origin,
-        client_id,
-        client_secret,
+        client_id: credentials.client_id,
+        client_secret: credentials.client_secret,
     })
 }
 

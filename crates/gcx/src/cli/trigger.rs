@@ -21,7 +21,7 @@ use super::GlobalArgs;
 use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome, Ticket};
 use crate::assist::intake::{self, IntakeOptions};
 use crate::auth::{Credentials, TokenProvider};
-use crate::config::{Config, Endpoints, Secret};
+use crate::config::{Config, Endpoints};
 use crate::delivery::{DeliveryHandle, DeliveryWorker, DrainReport};
 use crate::store::{Store, TriggerState};
 
@@ -201,54 +201,15 @@ fn report_invalid(source: &str, line: usize, violations: &[Violation]) {
     }
 }
 
-/// Whether every endpoint is on this machine (a sandbox).
-fn all_loopback(endpoints: &Endpoints) -> bool {
-    [&endpoints.login_base, &endpoints.assist_stream_url]
-        .iter()
-        .all(|u| is_loopback(u))
-}
-
-fn is_loopback(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    let Some(host) = parsed.host_str() else {
-        return false;
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// The configured OAuth client; on a sandbox (every endpoint on loopback) without one,
-/// the sandbox's demo client.
+/// The configured OAuth client (the sandbox's demo client on loopback), asking for the
+/// assist scopes.
 fn credentials(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Credentials> {
-    let scopes = [
-        gcx_protocol::oauth::SCOPE_ASSIST_READ,
-        gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-    ];
-    let g = &config.genesys;
-    match (&g.client_id, &g.client_secret) {
-        (Some(id), Some(secret)) => {
-            Ok(Credentials::new(&endpoints.login_base, id, secret.clone()).with_scopes(scopes))
-        }
-        (None, None) if all_loopback(endpoints) => Ok(Credentials::new(
-            &endpoints.login_base,
-            "gcx-demo",
-            Secret::new("gcx-demo-secret"),
-        )
-        .with_scopes(scopes)),
-        (None, _) => bail!(
-            "no OAuth client id: set genesys.client_id (GENESYSCLOUD_OAUTHCLIENT_ID) and \
-             genesys.client_secret (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
-        ),
-        (Some(id), None) => bail!(
-            "no client secret for OAuth client {id:?}: set genesys.client_secret \
-             (GENESYSCLOUD_OAUTHCLIENT_SECRET)"
-        ),
-    }
+    Ok(
+        Credentials::from_config(&config.genesys, endpoints)?.with_scopes([
+            gcx_protocol::oauth::SCOPE_ASSIST_READ,
+            gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
+        ]),
+    )
 }
 
 fn progress_bar(len: u64, args: &Args) -> indicatif::ProgressBar {

@@ -23,6 +23,21 @@ pub struct Endpoints {
     pub assist_stream_url: String,
 }
 
+impl Endpoints {
+    /// Whether every endpoint is on this machine (a sandbox): then, with no OAuth client
+    /// configured, the sandbox's built-in demo client is used.
+    pub fn on_loopback(&self) -> bool {
+        [&self.api_base, &self.login_base, &self.assist_stream_url]
+            .iter()
+            .all(|u| {
+                Url::parse(u)
+                    .ok()
+                    .and_then(|u| u.host_str().map(is_loopback))
+                    .unwrap_or(false)
+            })
+    }
+}
+
 /// The endpoints of `g`, or an error naming the setting at fault and what is accepted.
 pub fn endpoints(g: &GenesysConfig) -> Result<Endpoints, ConfigError> {
     if let Some(base) = non_empty(&g.base_url) {
