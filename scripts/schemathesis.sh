@@ -6,6 +6,8 @@
 #   scripts/schemathesis.sh            # default budget: 60 s of fuzzing
 #   ST_MAX_TIME=300 scripts/schemathesis.sh
 #
+# `cargo test` runs it too (crates/gcx/tests/schemathesis.rs, 30 s budget), so CI does.
+#
 # The `coverage` phase is left out by default: with schemathesis 4.32.5 on Python 3.11 it
 # stops with an internal error (hypothesis cannot describe one of its own lambdas) before
 # sending anything; ST_PHASES=examples,coverage,fuzzing,stateful turns it back on.
@@ -22,8 +24,12 @@ if [ ! -x "$VENV/bin/schemathesis" ] || ! "$VENV/bin/schemathesis" --version | g
   "$VENV/bin/pip" install --quiet "schemathesis==$ST_VERSION"
 fi
 
-cargo build --quiet -p gcx --bin gcx
-GCX=target/debug/gcx
+# The binary under test: $GCX when given (the `schemathesis` integration test passes its
+# own), else a fresh debug build.
+if [ -z "${GCX:-}" ]; then
+  cargo build --quiet -p gcx --bin gcx
+  GCX=target/debug/gcx
+fi
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() {

@@ -301,7 +301,13 @@ async fn a_dead_endpoint_does_not_stall_the_other(t: TestStore) {
     })
     .await;
     assert!(qa_done, "{}", sb.state.stats.to_json());
-    let counts = store.outbox_counts().await.unwrap();
+    // The receiver counts an export before the worker has recorded its answer.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut counts = store.outbox_counts().await.unwrap();
+    while counts.delivered < 5 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        counts = store.outbox_counts().await.unwrap();
+    }
     assert_eq!((counts.delivered, counts.pending), (5, 10), "{counts:?}");
     handle.shutdown().await;
 }
