@@ -3,7 +3,7 @@
 //! synchronous=FULL; PostgreSQL: synchronous_commit on); the store groups concurrent
 //! commits into transactions. After the timed part the chain is verified (not timed), so
 //! a fast but broken chain cannot pass. SQLite writes to a temporary folder, PostgreSQL to
-//! a fresh schema that is dropped afterwards. Replaces `examples/audit_bench.rs`.
+//! a fresh schema that is dropped afterwards.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

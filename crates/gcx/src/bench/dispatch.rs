@@ -2,7 +2,7 @@
 //! real SQLite store in a temporary folder (trigger rows, CRM outbox rows and hash-chained
 //! audit records, group-committed), the assist stream over a real socket, the dispatcher.
 //! The CRM rows are written as a run with a CRM URL writes them, not delivered (the
-//! `outbox` benchmark measures delivery). Replaces `examples/dispatch_bench.rs`.
+//! `outbox` benchmark measures delivery).
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

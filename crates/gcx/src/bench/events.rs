@@ -3,8 +3,7 @@
 //! query-back, reports) and `wrk` (Debian package) as the external peer, with the script
 //! of `benches/events_wrk.lua` (fresh sequenceIds on every request, every transition
 //! valid). The peer runs only when `wrk` is installed; its figures are then absent.
-//! Replaces the `throughput` and `batch1` modes of the simulator's benchmark example;
-//! `benches/events_wrk.sh` stays as the sandbox-only script.
+//! `benches/events_wrk.sh` is the sandbox-only script (wrk alone, no simulator).
 
 use std::path::PathBuf;
 use std::time::Duration;

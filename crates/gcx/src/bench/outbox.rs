@@ -1,7 +1,7 @@
 //! Outbox delivery throughput: commits N CRM rows (initiated/completed pairs) to a real
 //! SQLite store, then delivers them, signed, to the sandbox's CRM receiver (which verifies
 //! every signature) over real sockets. Commit time is excluded; the run fails unless the
-//! receiver saw every message once, in order. Replaces `examples/outbox_bench.rs`.
+//! receiver saw every message once, in order.
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,7 @@
 //! A bare load client on the sandbox's assist stream: engine latency 0 and a limit that
 //! never refuses, N sockets, each with a window of unanswered sends (written in bursts,
 //! flushed when the window is full), every `ack` and `result` awaited. Measures the
-//! sandbox, not gcx's dispatcher (the `dispatch` benchmark does that). Replaces
-//! `crates/sandbox/examples/stream_load.rs`.
+//! sandbox, not gcx's dispatcher (the `dispatch` benchmark does that).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
