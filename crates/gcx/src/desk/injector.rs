@@ -79,6 +79,10 @@ struct Books<'a> {
     requests: u64,
     live: &'a LiveStats,
     audit: &'a AuditWriter,
+    /// Final records not yet handed to the audit writer: handed over once per time slice
+    /// (and at the end), not once per answer, so small batches do not wake its thread
+    /// for every event.
+    unwritten: Vec<AuditRecord>,
 }
 
 fn outcome_of(r: &EventResult) -> Option<Outcome> {
@@ -168,7 +172,6 @@ impl Books<'_> {
             return;
         }
         let logged_at = gcx_protocol::time::now();
-        let mut records = Vec::with_capacity(done.len());
         for (e, outcome, processed_at) in done {
             let p = &e.planned;
             self.tally.record(p.from, p.state, p.invalid, &outcome);
@@ -198,7 +201,7 @@ impl Books<'_> {
                     self.latency.record_e2e(d);
                 }
             }
-            records.push(AuditRecord {
+            self.unwritten.push(AuditRecord {
                 agent_id: self.ids.agent_id(p.agent),
                 sequence_id: e.sequence_id,
                 state: p.state,
@@ -215,7 +218,13 @@ impl Books<'_> {
                 at_ms: p.at.as_secs_f64() * 1000.0,
             });
         }
-        self.audit.write(records);
+    }
+
+    /// Hands the final records gathered so far to the audit writer.
+    fn flush_audit(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.audit.write(std::mem::take(&mut self.unwritten));
+        }
     }
 
     fn publish(&self, now: Duration, fleet: &FleetCounts, sent: u64, in_flight: usize) {
@@ -272,6 +281,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         requests: 0,
         live: &live,
         audit,
+        unwritten: Vec::new(),
     };
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answered>();
     let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
@@ -344,6 +354,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                     dropped_seen = dropped;
                 }
                 batcher.take_batches(&mut ready);
+                books.flush_audit();
                 books.publish(now, &fleet.counts(), sent_events, in_flight);
                 live.awaiting_query.store(awaiting_gauge.load(Relaxed), Relaxed);
             }
@@ -375,6 +386,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         }
     }
     let _ = correlator.await;
+    books.flush_audit();
     let elapsed = start.elapsed();
     books.publish(elapsed, &fleet.counts(), sent_events, 0);
     live.awaiting_query.store(0, Relaxed);
