@@ -4,7 +4,6 @@
 //! service's resident memory idle and under that load. `gcx serve` runs as a child
 //! process (this same binary) so its memory is its own. The run waits until the sandbox
 //! executed every accepted trigger, so intake cannot outrun a stalled pipeline unseen.
-//!
 
 use std::path::Path;
 use std::process::Stdio;
