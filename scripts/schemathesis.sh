@@ -5,6 +5,7 @@
 #
 #   scripts/schemathesis.sh            # default budget: 60 s of fuzzing
 #   ST_MAX_TIME=300 scripts/schemathesis.sh
+#   scripts/schemathesis.sh install    # only make the venv (exit 0 when it is ready)
 #
 # `cargo test` runs it too (crates/gcx/tests/schemathesis.rs, 30 s budget), so CI does.
 #
@@ -22,6 +23,9 @@ KEY="schemathesis-key-0123456789abcdef"
 if [ ! -x "$VENV/bin/schemathesis" ] || ! "$VENV/bin/schemathesis" --version | grep -q "$ST_VERSION"; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet "schemathesis==$ST_VERSION"
+fi
+if [ "${1:-}" = install ]; then
+  exit 0
 fi
 
 # The binary under test: $GCX when given (the `schemathesis` integration test passes its

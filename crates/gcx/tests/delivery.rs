@@ -122,15 +122,15 @@ fn free_addr() -> SocketAddr {
 }
 
 /// Polls `check` every 10 ms until it holds or `within` passes.
-async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
-        if check() {
+        if check().await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    check()
+    check().await
 }
 
 async fn signed_messages_are_delivered_in_order(t: TestStore) {
@@ -296,18 +296,17 @@ async fn a_dead_endpoint_does_not_stall_the_other(t: TestStore) {
         &config(Some(dead), Some(sb.info().qa_url), None),
     )
     .unwrap();
-    let qa_done = eventually(Duration::from_secs(10), || {
+    let qa_done = eventually(Duration::from_secs(10), async || {
         sb.state.stats.to_json()["qa"]["exports"] == 5
     })
     .await;
     assert!(qa_done, "{}", sb.state.stats.to_json());
     // The receiver counts an export before the worker has recorded its answer.
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut counts = store.outbox_counts().await.unwrap();
-    while counts.delivered < 5 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        counts = store.outbox_counts().await.unwrap();
-    }
+    eventually(Duration::from_secs(10), async || {
+        store.outbox_counts().await.unwrap().delivered >= 5
+    })
+    .await;
+    let counts = store.outbox_counts().await.unwrap();
     assert_eq!((counts.delivered, counts.pending), (5, 10), "{counts:?}");
     handle.shutdown().await;
 }
@@ -387,7 +386,7 @@ async fn a_worker_killed_mid_delivery_loses_nothing(t: TestStore) {
     let cfg = config(Some(sb.info().crm_url), None, Some(SECRET));
     let rows = commit_pairs(&store, 10).await;
     let first = DeliveryWorker::spawn(store.clone(), &cfg).unwrap();
-    let in_flight = eventually(Duration::from_secs(5), || {
+    let in_flight = eventually(Duration::from_secs(5), async || {
         crm_stats(&sb)["deliveries"].as_u64() >= Some(1)
     })
     .await;

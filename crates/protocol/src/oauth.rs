@@ -10,6 +10,12 @@ pub const SCOPE_ASSIST_TRIGGER: &str = "agentassist:trigger";
 pub const SCOPE_INTERACTIONS_READ: &str = "interactions:read";
 /// The scope that allows query-back.
 pub const SCOPE_ANALYTICS_QUERY: &str = "analytics:query";
+/// What dispatching triggers needs: open the assist stream and `send` on it.
+pub const ASSIST_SCOPES: [&str; 2] = [SCOPE_ASSIST_READ, SCOPE_ASSIST_TRIGGER];
+/// The sandbox's built-in client (PROTOCOL.md section 7), with every scope. Its secret is
+/// public by design: it opens nothing but a local sandbox.
+pub const DEMO_CLIENT_ID: &str = "gcx-demo";
+pub const DEMO_CLIENT_SECRET: &str = "gcx-demo-secret";
 /// Every scope gcx knows, in a stable order.
 pub const ALL_SCOPES: [&str; 4] = [
     SCOPE_ASSIST_READ,

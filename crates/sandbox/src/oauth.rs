@@ -10,7 +10,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use gcx_protocol::oauth::{ALL_SCOPES, OAuthError, TokenResponse};
+use gcx_protocol::oauth::{
+    ALL_SCOPES, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, OAuthError, TokenResponse,
+};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
@@ -28,8 +30,8 @@ impl ClientSpec {
     /// The default client: `gcx-demo` / `gcx-demo-secret` with every scope.
     pub fn demo() -> ClientSpec {
         ClientSpec {
-            id: "gcx-demo".into(),
-            secret: "gcx-demo-secret".into(),
+            id: DEMO_CLIENT_ID.into(),
+            secret: DEMO_CLIENT_SECRET.into(),
             scopes: ALL_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
         }
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use gcx_protocol::oauth::{OAuthError, TokenResponse};
+use gcx_protocol::oauth::{DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, OAuthError, TokenResponse};
 use reqwest::StatusCode;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
@@ -20,11 +20,6 @@ use super::error::{AuthError, AuthorizedError};
 use super::token::AccessToken;
 use crate::config::{Endpoints, GenesysConfig, Secret};
 use crate::retry::RetryPolicy;
-
-/// The sandbox's built-in client (PROTOCOL.md section 7), used only against loopback.
-pub const DEMO_CLIENT_ID: &str = "gcx-demo";
-/// Its secret: public by design, it opens nothing but a local sandbox.
-pub const DEMO_CLIENT_SECRET: &str = "gcx-demo-secret";
 
 /// Who logs in, where, and for which scopes.
 #[derive(Debug, Clone)]
@@ -57,19 +52,23 @@ impl Credentials {
     /// client configured and every endpoint on loopback (a sandbox), the sandbox's
     /// built-in demo client `gcx-demo` (PROTOCOL.md section 7).
     pub fn from_config(g: &GenesysConfig, endpoints: &Endpoints) -> Result<Credentials, AuthError> {
-        let (id, secret) = match (&g.client_id, &g.client_secret) {
-            (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+        match (&g.client_id, &g.client_secret) {
+            (Some(id), Some(secret)) => {
+                Ok(Credentials::new(&endpoints.login_base, id, secret.clone()))
+            }
             (None, None) if endpoints.on_loopback() => {
-                (DEMO_CLIENT_ID.to_owned(), Secret::new(DEMO_CLIENT_SECRET))
+                Ok(Credentials::sandbox_demo(&endpoints.login_base))
             }
-            (None, _) => return Err(AuthError::NoClient),
-            (Some(id), None) => {
-                return Err(AuthError::NoSecret {
-                    client_id: id.clone(),
-                });
-            }
-        };
-        Ok(Credentials::new(&endpoints.login_base, id, secret))
+            (None, _) => Err(AuthError::NoClient),
+            (Some(id), None) => Err(AuthError::NoSecret {
+                client_id: id.clone(),
+            }),
+        }
+    }
+
+    /// The sandbox's built-in demo client, logging in at `login_base`.
+    pub fn sandbox_demo(login_base: &str) -> Credentials {
+        Credentials::new(login_base, DEMO_CLIENT_ID, Secret::new(DEMO_CLIENT_SECRET))
     }
 
     pub fn with_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
@@ -486,7 +485,7 @@ mod tests {
     #[test]
     fn a_sandbox_without_a_client_gets_the_demo_client() {
         let c = from(&at("http://127.0.0.1:9000", None, None)).expect("demo client");
-        assert_eq!(c.client_id, DEMO_CLIENT_ID);
+        assert_eq!(c.client_id, gcx_protocol::oauth::DEMO_CLIENT_ID);
         assert_eq!(c.login_base, "http://127.0.0.1:9000");
     }
 

@@ -12,7 +12,7 @@ use gcx_sandbox::{Faults, LatencySpec, Sandbox, SandboxOptions};
 
 use super::BenchError;
 use crate::assist::dispatcher::{Dispatcher, DispatcherConfig};
-use crate::auth::TokenProvider;
+use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;
 use crate::store::Store;
 
@@ -63,13 +63,8 @@ pub async fn dispatch(
     config.crm.url = Some(sandbox.info().crm_url);
     let store = Store::open(&config.store).await?;
     let tokens = TokenProvider::new(
-        super::demo_credentials(
-            &sandbox.base_url(),
-            &[
-                gcx_protocol::oauth::SCOPE_ASSIST_READ,
-                gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-            ],
-        ),
+        Credentials::sandbox_demo(&sandbox.base_url())
+            .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
         crate::http_client::build(Duration::from_secs(10))?,
     )?;
     tokens.token().await?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use gcx_sandbox::{Sandbox, SandboxOptions};
 
 use super::{BenchError, Measurement, TempDir};
-use crate::auth::TokenProvider;
+use crate::auth::{Credentials, TokenProvider};
 use crate::desk::{RunOptions, RunReport, Scenario, Target, simulate};
 
 /// The wrk script, embedded so `gcx bench` works from any folder.
@@ -170,10 +170,8 @@ async fn wrk(
     let script = dir.path().join("events_wrk.lua");
     std::fs::write(&script, WRK_SCRIPT).map_err(BenchError::TempDir)?;
     let tokens = TokenProvider::new(
-        super::demo_credentials(
-            &sandbox.base_url(),
-            &[gcx_protocol::oauth::SCOPE_INTERACTIONS_READ],
-        ),
+        Credentials::sandbox_demo(&sandbox.base_url())
+            .with_scopes([gcx_protocol::oauth::SCOPE_INTERACTIONS_READ]),
         crate::http_client::build(Duration::from_secs(10))?,
     )?;
     let token = tokens.token().await?;

@@ -397,17 +397,6 @@ impl Drop for TempDir {
     }
 }
 
-/// The sandbox's demo client, as a benchmark logs in with it.
-pub(crate) fn demo_credentials(base_url: &str, scopes: &[&str]) -> crate::auth::Credentials {
-    let client = gcx_sandbox::ClientSpec::demo();
-    crate::auth::Credentials::new(
-        base_url,
-        &client.id,
-        crate::config::Secret::new(client.secret),
-    )
-    .with_scopes(scopes.iter().copied())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

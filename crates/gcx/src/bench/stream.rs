@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 use super::BenchError;
-use crate::auth::TokenProvider;
+use crate::auth::{Credentials, TokenProvider};
 use crate::desk::latency::{Percentiles, new_histogram};
 
 /// Sockets the sends are spread over.
@@ -64,13 +64,8 @@ pub async fn load(
     .await
     .map_err(BenchError::Sandbox)?;
     let tokens = TokenProvider::new(
-        super::demo_credentials(
-            &sandbox.base_url(),
-            &[
-                gcx_protocol::oauth::SCOPE_ASSIST_READ,
-                gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-            ],
-        ),
+        Credentials::sandbox_demo(&sandbox.base_url())
+            .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
         crate::http_client::build(Duration::from_secs(10))?,
     )?;
     let token = tokens.token().await?.expose().to_owned();

@@ -169,10 +169,8 @@ fn hash_key_command(key: Option<&str>) -> anyhow::Result<ExitCode> {
 /// Login, stream URL and catalogue from the configuration.
 async fn upstream(config: &Config) -> anyhow::Result<Upstream> {
     let endpoints = crate::config::endpoints(&config.genesys)?;
-    let credentials = Credentials::from_config(&config.genesys, &endpoints)?.with_scopes([
-        gcx_protocol::oauth::SCOPE_ASSIST_READ,
-        gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-    ]);
+    let credentials = Credentials::from_config(&config.genesys, &endpoints)?
+        .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES);
     let http = crate::http_client::build(Duration::from_secs(30))?;
     let tokens = TokenProvider::new(credentials, http)?;
     // Log in before opening anything, so a refused login is the one error shown.

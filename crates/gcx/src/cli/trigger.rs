@@ -21,7 +21,7 @@ use super::GlobalArgs;
 use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome, Ticket};
 use crate::assist::intake::{self, IntakeOptions};
 use crate::auth::{Credentials, TokenProvider};
-use crate::config::{Config, Endpoints};
+use crate::config::Config;
 use crate::delivery::{DeliveryHandle, DeliveryWorker, DrainReport};
 use crate::store::{Store, TriggerState};
 
@@ -100,7 +100,9 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
     let started = Instant::now();
     let endpoints = crate::config::endpoints(&config.genesys)?;
     let http = crate::http_client::build(Duration::from_secs(30))?;
-    let tokens = TokenProvider::new(credentials(&config, &endpoints)?, http)?;
+    let credentials = Credentials::from_config(&config.genesys, &endpoints)?
+        .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES);
+    let tokens = TokenProvider::new(credentials, http)?;
     // Log in before opening anything, so a refused login is the one error shown.
     tokens.token().await?;
 
@@ -199,17 +201,6 @@ fn report_invalid(source: &str, line: usize, violations: &[Violation]) {
     for v in violations {
         eprintln!("  {v}");
     }
-}
-
-/// The configured OAuth client (the sandbox's demo client on loopback), asking for the
-/// assist scopes.
-fn credentials(config: &Config, endpoints: &Endpoints) -> anyhow::Result<Credentials> {
-    Ok(
-        Credentials::from_config(&config.genesys, endpoints)?.with_scopes([
-            gcx_protocol::oauth::SCOPE_ASSIST_READ,
-            gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-        ]),
-    )
 }
 
 fn progress_bar(len: u64, args: &Args) -> indicatif::ProgressBar {

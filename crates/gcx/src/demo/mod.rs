@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use gcx_protocol::Catalogue;
-use gcx_sandbox::{ClientSpec, Sandbox, SandboxOptions};
+use gcx_sandbox::{Sandbox, SandboxOptions};
 
 use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig};
 use crate::audit::keys::{KeyError, PUBLIC_KEY_FILE, read_public_key};
@@ -187,12 +187,8 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
 
     let store = Store::open(&config.store).await?;
     let delivery = Arc::new(DeliveryWorker::spawn(store.clone(), &config)?);
-    let client = ClientSpec::demo();
     let tokens = TokenProvider::new(
-        Credentials::new(&info.base_url, &client.id, Secret::new(client.secret)).with_scopes([
-            gcx_protocol::oauth::SCOPE_ASSIST_READ,
-            gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER,
-        ]),
+        Credentials::sandbox_demo(&info.base_url).with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
         crate::http_client::build(Duration::from_secs(10))?,
     )?;
     tokens.token().await?;

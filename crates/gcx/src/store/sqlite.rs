@@ -626,10 +626,7 @@ impl SqliteBackend {
         .fetch_optional(&self.read)
         .await
         .map_err(self.db())?;
-        let at: Option<i64> = match row {
-            Some(row) => Some(get(&row, 0, &self.location)?),
-            None => None,
-        };
+        let at: Option<i64> = row.map(|r| get(&r, 0, &self.location)).transpose()?;
         at.map(|v| from_micros(&self.location, "outbox.next_attempt_at", v))
             .transpose()
     }
