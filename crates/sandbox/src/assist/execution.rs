@@ -76,9 +76,10 @@ pub(crate) fn start(state: &Arc<AppState>, action: Accepted) {
     }
     let state = state.clone();
     let stopping = state.engine.stopping();
+    let due = state.engine.sleep_until(action.due);
     tokio::spawn(async move {
         tokio::select! {
-            _ = tokio::time::sleep_until(action.due.into()) => finish(&state, action),
+            true = due => finish(&state, action),
             // The sandbox is going away: nobody is left to receive the result.
             _ = stopping.cancelled() => {}
         }

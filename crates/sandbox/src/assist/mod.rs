@@ -8,6 +8,7 @@
 //! - [`outbox`]: a connection's outgoing frame queue and its single writer task.
 //! - [`admission`]: one `send` from validation to `ack` or refusal.
 //! - [`execution`]: running an acked action and delivering its `result`.
+//! - [`clock`]: the engine's clock, waking actions when their latency is up (sub-ms).
 //! - [`tenant`]: per-tenant state shared by the tenant's connections.
 //! - [`idempotency`]: the capped, windowed store of acked ids and their results.
 //! - [`send_rate`]: the per-tenant token bucket behind `sends_per_second`.
@@ -18,6 +19,7 @@
 //! action's `result` is produced, under the tenant's lock, whatever happens to sockets.
 
 mod admission;
+mod clock;
 mod connection;
 mod execution;
 mod idempotency;
@@ -59,6 +61,9 @@ pub struct Engine {
     stopping: CancellationToken,
     /// Source of connection ids (keys of a tenant's open connections).
     next_connection: AtomicU64,
+    /// Wakes actions at their due time; `None` if its thread could not start, and then
+    /// tokio's millisecond timer does it.
+    clock: Option<clock::Clock>,
 }
 
 impl Engine {
@@ -69,11 +74,16 @@ impl Engine {
             idempotency_cap: options.idempotency_cap,
             stopping: CancellationToken::new(),
             next_connection: AtomicU64::new(1),
+            clock: clock::Clock::start()
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no engine clock thread; action latencies are rounded up to tokio's 1 ms tick");
+                })
+                .ok(),
         }
     }
 
-    /// Nothing runs in the background: every timer lives with its connection (heartbeat,
-    /// token expiry, `closing`) or its action (latency, timeout).
+    /// Nothing runs in the background but the engine clock's thread: every other timer
+    /// lives with its connection (heartbeat, token expiry, `closing`).
     pub fn start_background(&self, state: Arc<AppState>) {
         let _ = state;
     }
@@ -89,6 +99,23 @@ impl Engine {
 
     pub(crate) fn stopping(&self) -> CancellationToken {
         self.stopping.clone()
+    }
+
+    /// Completes at `due`; `false` when the engine went away first.
+    pub(crate) fn sleep_until(
+        &self,
+        due: std::time::Instant,
+    ) -> impl std::future::Future<Output = bool> + use<> {
+        let clock = self.clock.as_ref().map(|c| c.sleep_until(due));
+        async move {
+            match clock {
+                Some(sleeping) => sleeping.await,
+                None => {
+                    tokio::time::sleep_until(due.into()).await;
+                    true
+                }
+            }
+        }
     }
 
     pub(crate) fn next_connection_id(&self) -> ConnId {
