@@ -188,7 +188,7 @@ impl Recorder {
             error,
         };
         batch.outbox.push(NewOutboxMessage {
-            message_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+            message_id: crate::delivery::new_message_id(),
             endpoint: CRM_ENDPOINT.to_owned(),
             ordering_key: correlation_id,
             // A struct of strings: serialization cannot fail.

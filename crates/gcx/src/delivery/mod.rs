@@ -48,12 +48,19 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
 }
 
+/// A fresh `webhook-id`: `msg_` + a UUID v7 in simple form. Unique like a v4, and
+/// time-ordered, so the store's unique index on it grows at its right edge instead of
+/// rewriting a random page of it for every row.
+pub fn new_message_id() -> String {
+    format!("msg_{}", Uuid::now_v7().simple())
+}
+
 /// An outbox row for `endpoint` (`crm` or `qa`) with a fresh `webhook-id`
-/// (`msg_` + a UUID v4 in simple form). Rows sharing `ordering_key` (the correlationId)
-/// are delivered in the order they were committed.
+/// ([`new_message_id`]). Rows sharing `ordering_key` (the correlationId) are delivered in
+/// the order they were committed.
 pub fn message(endpoint: &str, ordering_key: &str, body: serde_json::Value) -> NewOutboxMessage {
     NewOutboxMessage {
-        message_id: format!("msg_{}", Uuid::new_v4().simple()),
+        message_id: new_message_id(),
         endpoint: endpoint.to_owned(),
         ordering_key: ordering_key.to_owned(),
         body,

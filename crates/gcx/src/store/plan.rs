@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::committer::{Done, Work};
-use super::{
-    CommitReceipt, NewOutboxMessage, StoreError, TriggerRow, TriggerState, TriggerWrite, WriteBatch,
-};
+use serde_json::Value;
+
+use super::{CommitReceipt, NewOutboxMessage, StoreError, TriggerState, TriggerWrite, WriteBatch};
 use crate::audit::AuditEvent;
 use crate::audit::chain::truncate_to_micros;
 
@@ -23,15 +23,36 @@ pub(crate) struct Plan<'a> {
     /// `None` for items the SQL phase answers (outbox updates, replay, ...).
     pub results: Vec<Option<Result<Done, StoreError>>>,
     /// Triggers not stored before this group, with their values after the group.
-    pub new_triggers: Vec<TriggerRow>,
+    pub new_triggers: Vec<NewTrigger<'a>>,
     /// Stored triggers this group changes, with their values after the group.
-    pub changed_triggers: Vec<TriggerRow>,
+    pub changed_triggers: Vec<(Uuid, Change<'a>)>,
     /// Outbox rows to insert, in order.
     pub outbox: Vec<&'a NewOutboxMessage>,
     /// Audit events to append, in order (chain order = this order).
     pub audit: Vec<&'a AuditEvent>,
     /// Indexes of the items the SQL phase applies one by one, in arrival order.
     pub updates: Vec<usize>,
+}
+
+/// A trigger first stored by this group. Borrows from the writes: nothing is copied.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewTrigger<'a> {
+    pub correlation_id: Uuid,
+    pub action_type: &'a str,
+    pub payload: &'a Value,
+    pub accepted_at: DateTime<Utc>,
+    /// Where the group leaves it.
+    pub now: Change<'a>,
+}
+
+/// The columns a transition writes (all of them, every time).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Change<'a> {
+    pub state: TriggerState,
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a Value>,
 }
 
 /// Every correlationId the group's trigger writes touch (to load their stored state).
@@ -52,25 +73,32 @@ pub(crate) fn trigger_ids(items: &[&Work]) -> Vec<Uuid> {
     ids
 }
 
-/// One trigger as the plan sees it.
-#[derive(Debug, Clone)]
-struct Entry {
-    row: TriggerRow,
-    /// Stored before this group (then written with UPDATE, else INSERT).
-    stored: bool,
+/// One trigger as the plan sees it: small and `Copy`, so a batch's overlay costs nothing.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    /// `Some` when this group accepted it (then written with INSERT, else UPDATE).
+    new: Option<(&'a str, &'a Value, DateTime<Utc>)>,
+    now: Change<'a>,
     changed: bool,
 }
 
-/// Applies the group's items to `stored` (the current rows of [`trigger_ids`]).
-pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<TriggerRow>) -> Plan<'a> {
-    let mut triggers: HashMap<Uuid, Entry> = stored
+/// Applies the group's items to `stored` (the current states of [`trigger_ids`]).
+pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<(Uuid, TriggerState)>) -> Plan<'a> {
+    let mut triggers: HashMap<Uuid, Entry<'a>> = stored
         .into_iter()
-        .map(|row| {
+        .map(|(id, state)| {
             (
-                row.correlation_id,
+                id,
                 Entry {
-                    row,
-                    stored: true,
+                    new: None,
+                    // Only `state` is read; a transition writes every field of `Change`.
+                    now: Change {
+                        state,
+                        attempts: 0,
+                        updated_at: DateTime::<Utc>::UNIX_EPOCH,
+                        output: None,
+                        error: None,
+                    },
                     changed: false,
                 },
             )
@@ -96,24 +124,30 @@ pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<TriggerRow>) -> Plan<'a> 
             }
         }
     }
-    for entry in triggers.into_values() {
-        match (entry.stored, entry.changed) {
-            (false, _) => plan.new_triggers.push(entry.row),
-            (true, true) => plan.changed_triggers.push(entry.row),
-            (true, false) => {}
+    for (correlation_id, entry) in triggers {
+        match entry.new {
+            Some((action_type, payload, accepted_at)) => plan.new_triggers.push(NewTrigger {
+                correlation_id,
+                action_type,
+                payload,
+                accepted_at,
+                now: entry.now,
+            }),
+            None if entry.changed => plan.changed_triggers.push((correlation_id, entry.now)),
+            None => {}
         }
     }
     plan
 }
 
 /// Applies one batch to `triggers` all or nothing; returns its receipt.
-fn apply_batch(
-    batch: &WriteBatch,
-    triggers: &mut HashMap<Uuid, Entry>,
+fn apply_batch<'a>(
+    batch: &'a WriteBatch,
+    triggers: &mut HashMap<Uuid, Entry<'a>>,
 ) -> Result<CommitReceipt, StoreError> {
     validate_audit(&batch.audit)?;
     // Changes go to an overlay first so a failing write leaves `triggers` untouched.
-    let mut overlay: HashMap<Uuid, Entry> = HashMap::new();
+    let mut overlay: HashMap<Uuid, Entry<'a>> = HashMap::new();
     let mut receipt = CommitReceipt::default();
     for write in &batch.triggers {
         match write {
@@ -125,24 +159,20 @@ fn apply_batch(
             } => {
                 let current = overlay.get(correlation_id).or(triggers.get(correlation_id));
                 match current {
-                    Some(entry) => receipt.existing.push(Some(entry.row.state)),
+                    Some(entry) => receipt.existing.push(Some(entry.now.state)),
                     None => {
                         let at = truncate_to_micros(*at);
                         overlay.insert(
                             *correlation_id,
                             Entry {
-                                row: TriggerRow {
-                                    correlation_id: *correlation_id,
-                                    action_type: action_type.clone(),
-                                    payload: payload.clone(),
+                                new: Some((action_type, payload, at)),
+                                now: Change {
                                     state: TriggerState::Accepted,
                                     attempts: 0,
-                                    accepted_at: at,
                                     updated_at: at,
                                     output: None,
                                     error: None,
                                 },
-                                stored: false,
                                 changed: true,
                             },
                         );
@@ -159,21 +189,23 @@ fn apply_batch(
                 error,
             } => {
                 let mut entry = match overlay.get(correlation_id).or(triggers.get(correlation_id)) {
-                    Some(entry) => entry.clone(),
+                    Some(entry) => *entry,
                     None => return Err(StoreError::UnknownTrigger(*correlation_id)),
                 };
-                if !entry.row.state.can_move_to(*state) {
+                if !entry.now.state.can_move_to(*state) {
                     return Err(StoreError::InvalidTransition {
                         id: *correlation_id,
-                        from: entry.row.state,
+                        from: entry.now.state,
                         to: *state,
                     });
                 }
-                entry.row.state = *state;
-                entry.row.attempts = *attempts;
-                entry.row.updated_at = truncate_to_micros(*at);
-                entry.row.output.clone_from(output);
-                entry.row.error.clone_from(error);
+                entry.now = Change {
+                    state: *state,
+                    attempts: *attempts,
+                    updated_at: truncate_to_micros(*at),
+                    output: output.as_ref(),
+                    error: error.as_ref(),
+                };
                 entry.changed = true;
                 overlay.insert(*correlation_id, entry);
             }
@@ -277,7 +309,7 @@ mod tests {
                 .contains("cannot move")
         );
         assert_eq!(plan.new_triggers.len(), 1);
-        assert_eq!(plan.new_triggers[0].state, TriggerState::Completed);
+        assert_eq!(plan.new_triggers[0].now.state, TriggerState::Completed);
         assert!(plan.changed_triggers.is_empty());
     }
 

@@ -24,11 +24,11 @@ use super::committer::{Done, GroupContext, Work};
 use super::convert;
 use super::error::{db_error, redact_url, url_password};
 use super::migrations::{self, Scripts};
-use super::plan::{self, now_micros};
+use super::plan::{self, Change, NewTrigger, now_micros};
 use super::sqlite::{check_meta, foreign, migrate_error};
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage,
-    OutboxStatus, StoreError, TriggerRow,
+    OutboxStatus, StoreError, TriggerRow, TriggerState,
 };
 use crate::audit::chain::{self, ChainHead};
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
@@ -135,7 +135,7 @@ impl PgBackend {
         }
         let mut tx = self.pool.begin().await.map_err(self.db())?;
         let ids = plan::trigger_ids(items);
-        let stored = self.load_triggers(&mut tx, &ids).await?;
+        let stored = self.load_states(&mut tx, &ids).await?;
         let mut plan = plan::plan(items, stored);
         let now = now_micros();
         self.insert_triggers(&mut tx, &plan.new_triggers).await?;
@@ -158,28 +158,37 @@ impl PgBackend {
             .collect())
     }
 
-    async fn load_triggers(
+    /// The stored state of each of `ids` that exists, locked for this transaction.
+    async fn load_states(
         &self,
         tx: &mut Transaction<'_, Postgres>,
         ids: &[Uuid],
-    ) -> Result<Vec<TriggerRow>, StoreError> {
+    ) -> Result<Vec<(Uuid, TriggerState)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE correlation_id = ANY($1) FOR UPDATE"
-        ))
+        let rows = sqlx::query(
+            "SELECT correlation_id, state FROM triggers WHERE correlation_id = ANY($1) FOR UPDATE",
+        )
         .bind(ids)
         .fetch_all(&mut **tx)
         .await
         .map_err(self.db())?;
-        rows.iter().map(|r| self.trigger_row(r)).collect()
+        let l = &self.location;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    get(row, 0, l)?,
+                    convert::state(l, &get::<String>(row, 1, l)?)?,
+                ))
+            })
+            .collect()
     }
 
     async fn insert_triggers(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        rows: &[TriggerRow],
+        rows: &[NewTrigger<'_>],
     ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -190,26 +199,26 @@ impl PgBackend {
              $7::timestamptz[], $8::text[], $9::text[])"
         ))
         .bind(rows.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|t| t.action_type).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|t| t.action_type.clone())
+                .map(|t| convert::to_text(t.payload))
                 .collect::<Vec<_>>(),
         )
         .bind(
             rows.iter()
-                .map(|t| convert::to_text(&t.payload))
+                .map(|t| t.now.state.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(rows.iter().map(|t| t.state.as_str()).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|t| i64::from(t.attempts))
+                .map(|t| i64::from(t.now.attempts))
                 .collect::<Vec<_>>(),
         )
         .bind(rows.iter().map(|t| t.accepted_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|t| t.updated_at).collect::<Vec<_>>())
-        .bind(opt_texts(rows.iter().map(|t| t.output.as_ref())))
-        .bind(opt_texts(rows.iter().map(|t| t.error.as_ref())))
+        .bind(rows.iter().map(|t| t.now.updated_at).collect::<Vec<_>>())
+        .bind(opt_texts(rows.iter().map(|t| t.now.output)))
+        .bind(opt_texts(rows.iter().map(|t| t.now.error)))
         .execute(&mut **tx)
         .await
         .map_err(self.db())?;
@@ -219,7 +228,7 @@ impl PgBackend {
     async fn update_triggers(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        rows: &[TriggerRow],
+        rows: &[(Uuid, Change<'_>)],
     ) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
@@ -231,16 +240,20 @@ impl PgBackend {
              $6::text[]) AS v(id, state, attempts, updated_at, output, error) \
              WHERE t.correlation_id = v.id",
         )
-        .bind(rows.iter().map(|t| t.correlation_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|t| t.state.as_str()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|t| i64::from(t.attempts))
+                .map(|(_, t)| t.state.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(rows.iter().map(|t| t.updated_at).collect::<Vec<_>>())
-        .bind(opt_texts(rows.iter().map(|t| t.output.as_ref())))
-        .bind(opt_texts(rows.iter().map(|t| t.error.as_ref())))
+        .bind(
+            rows.iter()
+                .map(|(_, t)| i64::from(t.attempts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|(_, t)| t.updated_at).collect::<Vec<_>>())
+        .bind(opt_texts(rows.iter().map(|(_, t)| t.output)))
+        .bind(opt_texts(rows.iter().map(|(_, t)| t.error)))
         .execute(&mut **tx)
         .await
         .map_err(self.db())?;

@@ -21,10 +21,10 @@ use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, from_micros, micros};
 use super::error::db_error;
 use super::migrations::{self, Scripts};
-use super::plan::{self, now_micros};
+use super::plan::{self, Change, NewTrigger, now_micros};
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OutboxCounts, OutboxMessage, OutboxStatus,
-    StoreError, TriggerRow,
+    StoreError, TriggerRow, TriggerState,
 };
 use crate::audit::chain::{self, ChainHead};
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
@@ -174,7 +174,7 @@ impl SqliteBackend {
         context: &GroupContext,
     ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
         let ids = plan::trigger_ids(items);
-        let stored = self.load_triggers(conn, &ids).await?;
+        let stored = self.load_states(conn, &ids).await?;
         let mut plan = plan::plan(items, stored);
         let now = now_micros();
         self.insert_triggers(conn, &plan.new_triggers).await?;
@@ -193,44 +193,53 @@ impl SqliteBackend {
             .collect())
     }
 
-    async fn load_triggers(
+    /// The stored state of each of `ids` that exists (all the plan needs of them).
+    async fn load_states(
         &self,
         conn: &mut SqliteConnection,
         ids: &[Uuid],
-    ) -> Result<Vec<TriggerRow>, StoreError> {
+    ) -> Result<Vec<(Uuid, TriggerState)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let list = serde_json::Value::from(ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
-        let rows = sqlx::query(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers \
-             WHERE correlation_id IN (SELECT value FROM json_each(?))"
-        ))
+        let rows = sqlx::query(
+            "SELECT correlation_id, state FROM triggers \
+             WHERE correlation_id IN (SELECT value FROM json_each(?))",
+        )
         .bind(list.to_string())
         .fetch_all(&mut *conn)
         .await
         .map_err(self.db())?;
-        rows.iter().map(|r| self.trigger_row(r)).collect()
+        let l = &self.location;
+        rows.iter()
+            .map(|row| {
+                let id: String = get(row, 0, l)?;
+                let id = Uuid::parse_str(&id)
+                    .map_err(|e| convert::decode_error(l, "triggers.correlation_id", e))?;
+                Ok((id, convert::state(l, &get::<String>(row, 1, l)?)?))
+            })
+            .collect()
     }
 
     async fn insert_triggers(
         &self,
         conn: &mut SqliteConnection,
-        rows: &[TriggerRow],
+        rows: &[NewTrigger<'_>],
     ) -> Result<(), StoreError> {
         for chunk in fixed_chunks(rows, MAX_BINDS / 9) {
             let mut q =
                 QueryBuilder::<Sqlite>::new(format!("INSERT INTO triggers ({TRIGGER_COLUMNS}) "));
             q.push_values(chunk, |mut b, t| {
                 b.push_bind(t.correlation_id.to_string())
-                    .push_bind(t.action_type.as_str())
-                    .push_bind(convert::to_text(&t.payload))
-                    .push_bind(t.state.as_str())
-                    .push_bind(i64::from(t.attempts))
+                    .push_bind(t.action_type)
+                    .push_bind(convert::to_text(t.payload))
+                    .push_bind(t.now.state.as_str())
+                    .push_bind(i64::from(t.now.attempts))
                     .push_bind(micros(t.accepted_at))
-                    .push_bind(micros(t.updated_at))
-                    .push_bind(t.output.as_ref().map(convert::to_text))
-                    .push_bind(t.error.as_ref().map(convert::to_text));
+                    .push_bind(micros(t.now.updated_at))
+                    .push_bind(t.now.output.map(convert::to_text))
+                    .push_bind(t.now.error.map(convert::to_text));
             });
             q.build().execute(&mut *conn).await.map_err(self.db())?;
         }
@@ -240,20 +249,20 @@ impl SqliteBackend {
     async fn update_triggers(
         &self,
         conn: &mut SqliteConnection,
-        rows: &[TriggerRow],
+        rows: &[(Uuid, Change<'_>)],
     ) -> Result<(), StoreError> {
         for chunk in fixed_chunks(rows, MAX_BINDS / 6) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "UPDATE triggers SET state = v.column2, attempts = v.column3, \
                  updated_at = v.column4, output = v.column5, error = v.column6 FROM (",
             );
-            q.push_values(chunk, |mut b, t| {
-                b.push_bind(t.correlation_id.to_string())
+            q.push_values(chunk, |mut b, (id, t)| {
+                b.push_bind(id.to_string())
                     .push_bind(t.state.as_str())
                     .push_bind(i64::from(t.attempts))
                     .push_bind(micros(t.updated_at))
-                    .push_bind(t.output.as_ref().map(convert::to_text))
-                    .push_bind(t.error.as_ref().map(convert::to_text));
+                    .push_bind(t.output.map(convert::to_text))
+                    .push_bind(t.error.map(convert::to_text));
             });
             q.push(") AS v WHERE triggers.correlation_id = v.column1");
             q.build().execute(&mut *conn).await.map_err(self.db())?;
