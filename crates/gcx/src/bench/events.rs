@@ -1,14 +1,16 @@
-//! The interactions events endpoint under load, from two clients on the same in-process
-//! sandbox: `gcx simulate` itself (a full simulation: schedule, agents, audit files,
-//! query-back, reports) and `wrk` (Debian package) as the external peer, with the script
-//! of `benches/events_wrk.lua` (fresh sequenceIds on every request, every transition
-//! valid). The peer runs only when `wrk` is installed; its figures are then absent.
-//! `benches/events_wrk.sh` is the sandbox-only script (wrk alone, no simulator).
+//! The interactions events endpoint under load, from two clients of the same sandbox:
+//! `gcx simulate` itself (a full simulation: schedule, agents, audit files, query-back,
+//! reports) and `wrk` (Debian package) as the external peer, with the script of
+//! `benches/events_wrk.lua` (fresh sequenceIds on every request, every transition valid).
+//! The sandbox is a `gcx sandbox` child process, so both clients stand to it alike: each
+//! is its own process on loopback, sharing nothing with the server (in-process, the
+//! simulator would share the server's runtime threads and wrk would not). The peer runs
+//! only when `wrk` is installed; its figures are then absent. `benches/events_wrk.sh` is
+//! the sandbox-only script (wrk alone, no simulator).
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use gcx_sandbox::{Sandbox, SandboxOptions};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use super::{BenchError, Measurement, TempDir};
 use crate::auth::{Credentials, TokenProvider};
@@ -19,8 +21,8 @@ const WRK_SCRIPT: &str = include_str!("../../../../benches/events_wrk.lua");
 
 /// Events/s accepted at batch 500, async, by a simulation of up to 10,000 agents
 /// (`accepted`), and events/s posted by wrk the same way (`wrk`).
-pub async fn batch_500(duration: Duration) -> Result<Measurement, BenchError> {
-    let sandbox = start_sandbox().await?;
+pub async fn batch_500(binary: &Path, duration: Duration) -> Result<Measurement, BenchError> {
+    let sandbox = ChildSandbox::start(binary).await?;
     let secs = duration.as_secs().max(1);
     // 10,000 agents at 30,000 interactions/s for a full run; fewer for a short one.
     let agents = (secs * 1_000).min(10_000);
@@ -54,7 +56,7 @@ timeout = "20s"
 "#,
         rate = agents * 3,
     ))?;
-    let report = run_simulation(&scenario, &sandbox.base_url()).await?;
+    let report = run_simulation(&scenario, &sandbox.base_url).await?;
     let x = &report.summary.extended;
     if report.summary.metrics.missing > 0 || x.failed > 0 {
         return Err(BenchError::Incomplete(format!(
@@ -67,7 +69,7 @@ timeout = "20s"
         Some(requests_per_second) => m = m.with("wrk", requests_per_second * 500.0),
         None => m.note = Some(WRK_MISSING.into()),
     }
-    let _ = sandbox.shutdown().await;
+    sandbox.stop().await;
     Ok(m)
 }
 
@@ -77,8 +79,8 @@ timeout = "20s"
 /// The simulation has 1,024 agents: an agent has at most one unanswered request and acts
 /// again at the next time slice, so 64 agents at 5 ms would cap it at 12,800 requests/s
 /// whatever the server does. wrk's requests carry fresh agents every time.
-pub async fn batch_1(duration: Duration) -> Result<Measurement, BenchError> {
-    let sandbox = start_sandbox().await?;
+pub async fn batch_1(binary: &Path, duration: Duration) -> Result<Measurement, BenchError> {
+    let sandbox = ChildSandbox::start(binary).await?;
     let secs = duration.as_secs().max(1);
     let scenario = scenario(&format!(
         r#"name = "bench-batch-1"
@@ -104,7 +106,7 @@ wrapping = 0
 available = 0
 "#
     ))?;
-    let report = run_simulation(&scenario, &sandbox.base_url()).await?;
+    let report = run_simulation(&scenario, &sandbox.base_url).await?;
     let rps = report.summary.extended.requests as f64 / report.summary.run.send_phase_s.max(1e-9);
     let mut m = Measurement::default().with("simulate", rps);
     match wrk(&sandbox, 1, false, 16, duration).await? {
@@ -115,16 +117,73 @@ available = 0
         }
         None => m.note = Some(WRK_MISSING.into()),
     }
-    let _ = sandbox.shutdown().await;
+    sandbox.stop().await;
     Ok(m)
 }
 
 const WRK_MISSING: &str = "wrk is not installed (apt-get install wrk): no peer figures";
 
-async fn start_sandbox() -> Result<Sandbox, BenchError> {
-    Sandbox::start(SandboxOptions::default())
-        .await
-        .map_err(BenchError::Sandbox)
+/// `gcx sandbox --port 0` as a child process, killed when dropped.
+struct ChildSandbox {
+    child: tokio::process::Child,
+    base_url: String,
+    /// Holds the ready file and the child's stderr.
+    _dir: TempDir,
+}
+
+impl ChildSandbox {
+    async fn start(binary: &Path) -> Result<ChildSandbox, BenchError> {
+        let dir = TempDir::new()?;
+        let ready = dir.path().join("sandbox.json");
+        let stderr_path = dir.path().join("sandbox.stderr");
+        let stderr = std::fs::File::create(&stderr_path).map_err(BenchError::TempDir)?;
+        let mut child = tokio::process::Command::new(binary)
+            .args([
+                "sandbox",
+                "--port",
+                "0",
+                "--log-level",
+                "warn",
+                "--ready-file",
+            ])
+            .arg(&ready)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| BenchError::Child(format!("cannot start {}: {e}", binary.display())))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+                && let Some(url) = v["base_url"].as_str()
+            {
+                return Ok(ChildSandbox {
+                    child,
+                    base_url: url.to_owned(),
+                    _dir: dir,
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                return Err(BenchError::Child(format!(
+                    "gcx sandbox exited ({status}) before getting ready: {}",
+                    err.lines().last().unwrap_or("").trim()
+                )));
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Child(
+                    "gcx sandbox did not get ready within 30 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
 }
 
 fn scenario(text: &str) -> Result<Scenario, BenchError> {
@@ -157,7 +216,7 @@ async fn run_simulation(scenario: &Scenario, base_url: &str) -> Result<RunReport
 /// Runs wrk against the sandbox's events endpoint; `None` when wrk is not installed.
 /// Returns requests per second; fails if wrk saw errors or non-2xx answers.
 async fn wrk(
-    sandbox: &Sandbox,
+    sandbox: &ChildSandbox,
     batch: u32,
     async_mode: bool,
     connections: u32,
@@ -170,7 +229,7 @@ async fn wrk(
     let script = dir.path().join("events_wrk.lua");
     std::fs::write(&script, WRK_SCRIPT).map_err(BenchError::TempDir)?;
     let tokens = TokenProvider::new(
-        Credentials::sandbox_demo(&sandbox.base_url())
+        Credentials::sandbox_demo(&sandbox.base_url)
             .with_scopes([gcx_protocol::oauth::SCOPE_INTERACTIONS_READ]),
         crate::http_client::build(Duration::from_secs(10))?,
     )?;
@@ -181,7 +240,7 @@ async fn wrk(
         .arg(format!("-d{}s", duration.as_secs().max(1)))
         .arg("-s")
         .arg(&script)
-        .arg(sandbox.base_url())
+        .arg(&sandbox.base_url)
         .env("TOKEN", token.expose())
         .env("BATCH", batch.to_string())
         .env("ASYNC", async_mode.to_string())

@@ -271,7 +271,7 @@ pub enum Outcome {
 pub struct BenchContext {
     /// PostgreSQL for `audit-postgres` (a fresh schema is made and dropped).
     pub database_url: String,
-    /// The `gcx` binary `serve-*` starts as a child process.
+    /// The `gcx` binary `serve-*` and `events-*` start as child processes.
     pub gcx_binary: Option<PathBuf>,
 }
 
@@ -352,8 +352,16 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             let o = outbox::deliveries(count(size), outbox::PARALLEL).await?;
             Measurement::default().with("deliveries", o.per_second)
         }
-        "events-500" => events::batch_500(seconds(size)).await?,
-        "events-1" => events::batch_1(seconds(size)).await?,
+        "events-500" | "events-1" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            if bench.name == "events-500" {
+                events::batch_500(binary, seconds(size)).await?
+            } else {
+                events::batch_1(binary, seconds(size)).await?
+            }
+        }
         "stream" => {
             let s = stream::load(size, stream::CONNECTIONS, stream::IN_FLIGHT).await?;
             Measurement::default()

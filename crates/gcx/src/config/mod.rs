@@ -92,7 +92,7 @@ impl Default for StoreConfig {
         StoreConfig {
             data_dir: PathBuf::from(".gcx"),
             database_url: None,
-            group_commit_max_rows: 1000,
+            group_commit_max_rows: 4000,
             group_commit_interval: Duration::from_millis(2),
             audit_store_parameters: false,
             audit_checkpoint_every: 1000,

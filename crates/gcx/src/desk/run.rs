@@ -110,6 +110,12 @@ pub enum SimulateError {
     },
     #[error("{origin}: {detail}")]
     Refused { origin: String, detail: String },
+    #[error("{origin}: {url} is not a usable URL: {detail}")]
+    BadUrl {
+        origin: String,
+        url: String,
+        detail: String,
+    },
     #[error("shard {shard} has no agents (the scenario has {agents}); use fewer shards")]
     EmptyShard { shard: Shard, agents: u64 },
     #[error("cannot create the output folder {path}: {source}")]
@@ -124,6 +130,8 @@ pub enum SimulateError {
     Write(#[from] report::WriteError),
     #[error("writing the audit files failed: {0}")]
     Audit(std::io::Error),
+    #[error("the simulation stopped: {0}")]
+    Stopped(String),
 }
 
 fn token_error(origin: &str, e: AuthError) -> SimulateError {
@@ -241,28 +249,45 @@ pub async fn simulate(
         login_over: scenario.login_over,
         end: scenario.end,
     });
+    let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
+    let url = reqwest::Url::parse(&events_url).map_err(|e| SimulateError::BadUrl {
+        origin: target.origin.clone(),
+        url: events_url,
+        detail: e.to_string(),
+    })?;
     let events = Arc::new(EventsEndpoint {
         http: http.clone(),
-        url: format!("{api}{EVENTS_PATH}?async={}", inj.async_mode),
+        url,
         tokens: tokens.clone(),
         request_timeout: inj.request_timeout,
         retry_deadline: inj.retry_deadline,
     });
     let wall_start = chrono::Utc::now();
-    let injected = inject(
-        Injection {
-            fleet,
-            ids: Identities::new(agent_ids, id_rng.next_u64()),
-            events,
-            query,
-            settings: inj.clone(),
-            live: opts.live.clone(),
-            cancel: opts.cancel.clone(),
-            wall_start,
+    let injection = Injection {
+        fleet,
+        ids: Identities::new(agent_ids, id_rng.next_u64()),
+        events,
+        query,
+        settings: inj.clone(),
+        live: opts.live.clone(),
+        cancel: opts.cancel.clone(),
+        wall_start,
+    };
+    // The loop runs as its own task on the worker threads: awaited inline it might be
+    // polled by a `block_on` caller's thread, which then needs a futex wake for every
+    // answer (measured: about a tenth fewer requests/s at batch 1).
+    let (injected, audit) = match tokio::spawn(async move {
+        let injected = inject(injection, &audit).await;
+        (injected, audit)
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => return Err(SimulateError::Stopped(e.to_string())),
         },
-        &audit,
-    )
-    .await;
+    };
     let audit = audit.finish().map_err(SimulateError::Audit)?;
 
     let t = &injected.tally;

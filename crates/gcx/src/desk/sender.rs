@@ -20,8 +20,8 @@ use crate::retry::{RetryPolicy, retry_after_header};
 #[derive(Debug, Clone)]
 pub struct EventsEndpoint {
     pub http: reqwest::Client,
-    /// `{api_base}/api/v2/interactions/events?async=…`.
-    pub url: String,
+    /// `{api_base}/api/v2/interactions/events?async=…`, parsed once (not per request).
+    pub url: reqwest::Url,
     pub tokens: Arc<TokenProvider>,
     /// One attempt's timeout.
     pub request_timeout: Duration,
@@ -105,7 +105,7 @@ pub async fn send_batch(ep: &EventsEndpoint, body: Bytes, async_mode: bool) -> S
         attempts += 1;
         let sent = ep
             .http
-            .post(&ep.url)
+            .post(ep.url.clone())
             .bearer_auth(token.expose())
             .header(CONTENT_TYPE, "application/json")
             .timeout(ep.request_timeout)
@@ -115,7 +115,7 @@ pub async fn send_batch(ep: &EventsEndpoint, body: Bytes, async_mode: bool) -> S
         let (wait, reason, processed) = match sent {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let headers = resp.headers().clone();
+                let asked = (status == 429).then(|| retry_after(resp.headers()));
                 let bytes = resp.bytes().await.unwrap_or_default();
                 match status {
                     200 | 202 => {
@@ -152,11 +152,7 @@ pub async fn send_batch(ep: &EventsEndpoint, body: Bytes, async_mode: bool) -> S
                             }
                         }
                     }
-                    429 => (
-                        Some(retry_after(&headers)),
-                        describe(status, &bytes),
-                        Processed::No,
-                    ),
+                    429 => (asked, describe(status, &bytes), Processed::No),
                     503 => (None, describe(status, &bytes), Processed::No),
                     502 | 504 => (None, describe(status, &bytes), Processed::Unknown),
                     _ => {
