@@ -5,14 +5,16 @@
 //! aims; [`measure`] runs one by name. The CLI (`cli/bench.rs`) repeats each `--runs`
 //! times and prints one table of medians.
 //!
-//! Every benchmark starts what it needs in this process (a sandbox on port 0, a store in
-//! a temporary folder), so the figures include the sandbox's own work on the same cores.
+//! Every benchmark starts what it needs (a sandbox on port 0, in this process or, for the
+//! events benchmarks, as a `gcx sandbox` child process; a store in a temporary folder), so
+//! the figures include the sandbox's own work on the same cores.
 //!
 //! # Layout
 //! - [`dispatch`]: triggers through the full durable pipeline (throughput, slot use).
 //! - [`audit`]: durable audit appends through group commit (SQLite, PostgreSQL).
 //! - [`outbox`]: webhook deliveries to the sandbox's CRM receiver.
-//! - [`events`]: the simulator's events/s and requests/s, and `wrk` as the external peer.
+//! - [`events`]: the simulator's events/s and requests/s, and `wrk` as the external peer,
+//!   both against one `gcx sandbox` child process.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
 //! - [`table`]: medians and the one table.
