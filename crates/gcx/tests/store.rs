@@ -428,24 +428,21 @@ async fn dead_letters_cascade_and_replay_in_order(t: TestStore) {
     let due = store.due_outbox("crm", now, 10).await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].message_id, other.message_id);
-    // A new message for the dead key is dead on arrival: it must not overtake m1.
+    // A new message for the dead key is dead on arrival: it must not overtake m1. One for
+    // a fresh key in the same write is not.
     let m4 = message("k", 4);
+    let fresh = message("fresh", 1);
     commit(
         &store,
         WriteBatch {
-            outbox: vec![m4.clone()],
+            outbox: vec![m4.clone(), fresh.clone()],
             ..WriteBatch::default()
         },
     )
     .await;
-    assert!(
-        store
-            .due_outbox("crm", now, 10)
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.ordering_key != "k")
-    );
+    let due = store.due_outbox("crm", Utc::now(), 10).await.unwrap();
+    assert!(due.iter().all(|m| m.ordering_key != "k"));
+    assert!(due.iter().any(|m| m.message_id == fresh.message_id));
     assert_eq!(store.outbox_counts().await.unwrap().dead, 4);
     // Replaying m1 brings the whole key back, in order, attempts reset, due now.
     let replayed = store

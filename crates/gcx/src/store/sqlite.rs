@@ -271,15 +271,31 @@ impl SqliteBackend {
     }
 
     /// Inserts outbox rows in order; a row whose key already has a dead letter is dead on
-    /// arrival, so it cannot overtake its predecessor.
+    /// arrival, so it cannot overtake its predecessor. When the outbox holds no dead letter
+    /// at all (the usual case; one probe of the status index, inside the write
+    /// transaction, so nothing can turn dead meanwhile) the per-row check is left out.
     async fn insert_outbox(
         &self,
         conn: &mut SqliteConnection,
         messages: &[&NewOutboxMessage],
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let any_dead: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM outbox WHERE status = 'dead')")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(self.db())?;
+        let dead_check = if any_dead {
+            "EXISTS (SELECT 1 FROM outbox d WHERE d.endpoint = v.column2 \
+             AND d.ordering_key = v.column3 AND d.status = 'dead')"
+        } else {
+            "0"
+        };
         for chunk in fixed_chunks(messages, MAX_BINDS / 5) {
-            let mut q = QueryBuilder::<Sqlite>::new(
+            let mut q = QueryBuilder::<Sqlite>::new(format!(
                 "INSERT INTO outbox (message_id, endpoint, ordering_key, body, created_at, \
                  attempts, next_attempt_at, status, last_error) \
                  SELECT message_id, endpoint, ordering_key, body, created_at, 0, created_at, \
@@ -287,9 +303,8 @@ impl SqliteBackend {
                  CASE WHEN dead THEN 'predecessor dead-lettered' END \
                  FROM (SELECT v.column1 AS message_id, v.column2 AS endpoint, \
                  v.column3 AS ordering_key, v.column4 AS body, v.column5 AS created_at, \
-                 EXISTS (SELECT 1 FROM outbox d WHERE d.endpoint = v.column2 \
-                 AND d.ordering_key = v.column3 AND d.status = 'dead') AS dead FROM (",
-            );
+                 {dead_check} AS dead FROM ("
+            ));
             q.push_values(chunk, |mut b, m| {
                 b.push_bind(m.message_id.as_str())
                     .push_bind(m.endpoint.as_str())
