@@ -8,11 +8,11 @@
 //! only when `wrk` is installed; its figures are then absent. `benches/events_wrk.sh` is
 //! the sandbox-only script (wrk alone, no simulator).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{BenchError, Measurement, TempDir};
+use super::{BenchError, Measurement, TempDir, child};
 use crate::auth::{Credentials, TokenProvider};
 use crate::desk::{RunOptions, RunReport, Scenario, Target, simulate};
 
@@ -134,50 +134,14 @@ struct ChildSandbox {
 impl ChildSandbox {
     async fn start(binary: &Path) -> Result<ChildSandbox, BenchError> {
         let dir = TempDir::new()?;
-        let ready = dir.path().join("sandbox.json");
-        let stderr_path = dir.path().join("sandbox.stderr");
-        let stderr = std::fs::File::create(&stderr_path).map_err(BenchError::TempDir)?;
-        let mut child = tokio::process::Command::new(binary)
-            .args([
-                "sandbox",
-                "--port",
-                "0",
-                "--log-level",
-                "warn",
-                "--ready-file",
-            ])
-            .arg(&ready)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| BenchError::Child(format!("cannot start {}: {e}", binary.display())))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready)
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-                && let Some(url) = v["base_url"].as_str()
-            {
-                return Ok(ChildSandbox {
-                    child,
-                    base_url: url.to_owned(),
-                    _dir: dir,
-                });
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                return Err(BenchError::Child(format!(
-                    "gcx sandbox exited ({status}) before getting ready: {}",
-                    err.lines().last().unwrap_or("").trim()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Child(
-                    "gcx sandbox did not get ready within 30 s".into(),
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let args = ["--port", "0", "--log-level", "warn"].map(OsStr::new);
+        match child::start(binary, "sandbox", &args, dir.path(), "base_url").await? {
+            Ok(ready) => Ok(ChildSandbox {
+                child: ready.child,
+                base_url: ready.url,
+                _dir: dir,
+            }),
+            Err(why) => Err(BenchError::Child(why)),
         }
     }
 

@@ -17,9 +17,11 @@
 //!   both against one `gcx sandbox` child process.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
+//! - `child`: starting a `gcx` child process and waiting for its ready file.
 //! - [`table`]: medians and the one table.
 
 pub mod audit;
+mod child;
 pub mod dispatch;
 pub mod events;
 pub mod outbox;

@@ -5,8 +5,8 @@
 //! process (this same binary) so its memory is its own. The run waits until the sandbox
 //! executed every accepted trigger, so intake cannot outrun a stalled pipeline unseen.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gcx_sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
-use super::{BenchError, Measurement, Outcome, TempDir};
+use super::{BenchError, Measurement, Outcome, TempDir, child};
 
 /// The API key the child accepts.
 const KEY: &str = "bench-key-0123456789abcdef";
@@ -160,18 +160,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-struct Serve {
-    child: tokio::process::Child,
-    url: String,
-}
-
 /// Starts `gcx serve` on port 0 against the sandbox; the inner `Err` says why it is not
 /// available (it exited before getting ready).
 async fn start_serve(
     binary: &Path,
     sandbox: &Sandbox,
     dir: &Path,
-) -> Result<Result<Serve, String>, BenchError> {
+) -> Result<Result<child::Ready, String>, BenchError> {
     let base = sandbox.base_url();
     let data = dir.join("data");
     let config = format!(
@@ -195,44 +190,6 @@ level = "warn"
     );
     let config_path = dir.join("gcx.toml");
     std::fs::write(&config_path, config).map_err(BenchError::TempDir)?;
-    let ready = dir.join("ready.json");
-    let stderr_path = dir.join("serve.stderr");
-    let stderr = std::fs::File::create(&stderr_path).map_err(BenchError::TempDir)?;
-    let mut child = tokio::process::Command::new(binary)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| BenchError::Child(format!("cannot start {}: {e}", binary.display())))?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready)
-            && let Ok(v) = serde_json::from_str::<Value>(&text)
-            && let Some(url) = v["url"].as_str()
-        {
-            return Ok(Ok(Serve {
-                url: url.to_owned(),
-                child,
-            }));
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-            return Ok(Err(format!(
-                "gcx serve exited ({status}) before getting ready: {}",
-                err.lines().last().unwrap_or("").trim()
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(BenchError::Child(
-                "gcx serve did not get ready within 30 s".into(),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let args = [OsStr::new("--config"), config_path.as_os_str()];
+    child::start(binary, "serve", &args, dir, "url").await
 }
