@@ -79,8 +79,50 @@ timeout = "20s"
 /// The simulation has 1,024 agents: an agent has at most one unanswered request and acts
 /// again at the next time slice, so 64 agents at 5 ms would cap it at 12,800 requests/s
 /// whatever the server does. wrk's requests carry fresh agents every time.
+///
+/// The two take turns, [`TURNS`] times each for an equal share of `duration`, so a drift
+/// of the machine's speed during the run weighs on both alike: each figure is its total
+/// requests over its total sending time.
 pub async fn batch_1(binary: &Path, duration: Duration) -> Result<Measurement, BenchError> {
     let sandbox = ChildSandbox::start(binary).await?;
+    let turn = Duration::from_secs((duration.as_secs() / TURNS).max(1));
+    let (mut sim_requests, mut sim_secs) = (0.0, 0.0);
+    let (mut peer_requests, mut peer_secs) = (0.0, 0.0);
+    let mut peer_missing = false;
+    for _ in 0..TURNS {
+        let (requests, secs) = batch_1_simulation(&sandbox, turn).await?;
+        sim_requests += requests;
+        sim_secs += secs;
+        match wrk(&sandbox, 1, false, 16, turn).await? {
+            Some(per_second) => {
+                peer_requests += per_second * turn.as_secs_f64();
+                peer_secs += turn.as_secs_f64();
+            }
+            None => peer_missing = true,
+        }
+    }
+    let rps = sim_requests / sim_secs.max(1e-9);
+    let mut m = Measurement::default().with("simulate", rps);
+    if peer_missing {
+        m.note = Some(WRK_MISSING.into());
+    } else {
+        let peer = peer_requests / peer_secs.max(1e-9);
+        m = m
+            .with("wrk", peer)
+            .with("ratio", 100.0 * rps / peer.max(1e-9));
+    }
+    sandbox.stop().await;
+    Ok(m)
+}
+
+/// Turns each client takes in [`batch_1`].
+const TURNS: u64 = 2;
+
+/// One batch-1 simulation of `duration`: its requests and its sending time in seconds.
+async fn batch_1_simulation(
+    sandbox: &ChildSandbox,
+    duration: Duration,
+) -> Result<(f64, f64), BenchError> {
     let secs = duration.as_secs().max(1);
     let scenario = scenario(&format!(
         r#"name = "bench-batch-1"
@@ -107,18 +149,10 @@ available = 0
 "#
     ))?;
     let report = run_simulation(&scenario, &sandbox.base_url).await?;
-    let rps = report.summary.extended.requests as f64 / report.summary.run.send_phase_s.max(1e-9);
-    let mut m = Measurement::default().with("simulate", rps);
-    match wrk(&sandbox, 1, false, 16, duration).await? {
-        Some(peer) => {
-            m = m
-                .with("wrk", peer)
-                .with("ratio", 100.0 * rps / peer.max(1e-9))
-        }
-        None => m.note = Some(WRK_MISSING.into()),
-    }
-    sandbox.stop().await;
-    Ok(m)
+    Ok((
+        report.summary.extended.requests as f64,
+        report.summary.run.send_phase_s,
+    ))
 }
 
 const WRK_MISSING: &str = "wrk is not installed (apt-get install wrk): no peer figures";
