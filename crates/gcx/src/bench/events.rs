@@ -87,29 +87,25 @@ pub async fn batch_1(binary: &Path, duration: Duration) -> Result<Measurement, B
     let sandbox = ChildSandbox::start(binary).await?;
     let turn = Duration::from_secs((duration.as_secs() / TURNS).max(1));
     let (mut sim_requests, mut sim_secs) = (0.0, 0.0);
-    let (mut peer_requests, mut peer_secs) = (0.0, 0.0);
-    let mut peer_missing = false;
+    // wrk's turns are all `turn` long: its figure is the mean of its rates.
+    let mut peer_rates = Some(0.0);
     for _ in 0..TURNS {
         let (requests, secs) = batch_1_simulation(&sandbox, turn).await?;
         sim_requests += requests;
         sim_secs += secs;
-        match wrk(&sandbox, 1, false, 16, turn).await? {
-            Some(per_second) => {
-                peer_requests += per_second * turn.as_secs_f64();
-                peer_secs += turn.as_secs_f64();
-            }
-            None => peer_missing = true,
-        }
+        let rate = wrk(&sandbox, 1, false, 16, turn).await?;
+        peer_rates = peer_rates.zip(rate).map(|(sum, r)| sum + r);
     }
     let rps = sim_requests / sim_secs.max(1e-9);
     let mut m = Measurement::default().with("simulate", rps);
-    if peer_missing {
-        m.note = Some(WRK_MISSING.into());
-    } else {
-        let peer = peer_requests / peer_secs.max(1e-9);
-        m = m
-            .with("wrk", peer)
-            .with("ratio", 100.0 * rps / peer.max(1e-9));
+    match peer_rates {
+        Some(sum) => {
+            let peer = sum / TURNS as f64;
+            m = m
+                .with("wrk", peer)
+                .with("ratio", 100.0 * rps / peer.max(1e-9));
+        }
+        None => m.note = Some(WRK_MISSING.into()),
     }
     sandbox.stop().await;
     Ok(m)

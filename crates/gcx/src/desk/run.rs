@@ -193,6 +193,13 @@ pub async fn simulate(
         .await
         .map_err(|e| token_error(&target.origin, e))?;
     let api = target.api_base.trim_end_matches('/');
+    // Parsed once here, before anything is written or sent, not on every request.
+    let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
+    let events_url = reqwest::Url::parse(&events_url).map_err(|e| SimulateError::BadUrl {
+        origin: target.origin.clone(),
+        url: events_url,
+        detail: e.to_string(),
+    })?;
     let query = QueryEndpoint {
         http: http.clone(),
         url: format!("{api}{QUERY_PATH}"),
@@ -249,15 +256,9 @@ pub async fn simulate(
         login_over: scenario.login_over,
         end: scenario.end,
     });
-    let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
-    let url = reqwest::Url::parse(&events_url).map_err(|e| SimulateError::BadUrl {
-        origin: target.origin.clone(),
-        url: events_url,
-        detail: e.to_string(),
-    })?;
     let events = Arc::new(EventsEndpoint {
         http: http.clone(),
-        url,
+        url: events_url,
         tokens: tokens.clone(),
         request_timeout: inj.request_timeout,
         retry_deadline: inj.retry_deadline,
