@@ -6,6 +6,9 @@
 //! Invariants:
 //! - A row is in flight at most once per worker: the loop remembers what it started and
 //!   skips it when the store returns it again before its outcome is recorded.
+//! - Due rows are fetched in the background while attempts go on (a fetch scans the
+//!   backlog and takes milliseconds). A fetch's snapshot may predate outcomes recorded
+//!   while it ran, so the rows settled meanwhile are dropped from its answer.
 //! - Per-key order comes from the store: `due_outbox` only ever returns a key's oldest
 //!   pending row, and a row leaves `pending` only once its outcome is recorded.
 //! - At least once: a row leaves `pending` only after a 2xx (or a dead letter). A crash
@@ -42,7 +45,8 @@ const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
 /// Most due rows fetched ahead of the free slots. Asking the store for due rows costs
 /// about the same for 1 row as for hundreds (it must skip keys blocked behind a pending
-/// predecessor), so rows are fetched in batches and started from a local queue.
+/// predecessor), so rows are fetched in batches and started from a local queue, and the
+/// next batch is fetched while the queue still holds half of this.
 const PREFETCH_MIN: usize = 256;
 /// How often `drain` looks at the store when no attempt finished meanwhile.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -151,6 +155,8 @@ impl DeliveryWorker {
                 queued: VecDeque::new(),
                 claimed: HashSet::new(),
                 attempts: JoinSet::new(),
+                fetch: None,
+                settled_during_fetch: HashSet::new(),
             };
             wakers.push(wake);
             tasks.push(runtime.spawn(endpoint.run()));
@@ -321,6 +327,11 @@ struct EndpointLoop {
     /// Ids queued or in flight: the store returns them again until they are recorded.
     claimed: HashSet<i64>,
     attempts: JoinSet<Settled>,
+    /// The due-row fetch running in the background, if any.
+    fetch: Option<JoinHandle<Result<Vec<OutboxMessage>, StoreError>>>,
+    /// Ids whose outcome was recorded while `fetch` ran: its snapshot may show them still
+    /// pending, so they are dropped from its answer.
+    settled_during_fetch: HashSet<i64>,
 }
 
 impl EndpointLoop {
@@ -346,9 +357,16 @@ impl EndpointLoop {
                 Some(done) = self.attempts.join_next_with_id(), if !self.attempts.is_empty() => {
                     self.absorb(done);
                 }
+                fetched = fetched(&mut self.fetch), if self.fetch.is_some() => {
+                    self.fetch = None;
+                    self.take_fetched(fetched);
+                }
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
+        }
+        if let Some(fetch) = self.fetch.take() {
+            fetch.abort();
         }
         // Let attempts in flight finish so their outcome is recorded, not re-sent.
         while let Some(done) = self.attempts.join_next_with_id().await {
@@ -377,22 +395,21 @@ impl EndpointLoop {
             Admission::Send(0) => return Ok(IDLE_POLL),
             Admission::Send(n) => n,
         };
-        // Refill in batches: asking the store after every single answer would re-read
-        // the rows in flight each time (they stay pending until recorded).
+        // Refill in batches, in the background: asking the store after every single
+        // answer would re-read the rows in flight each time (they stay pending until
+        // recorded), and waiting for the answer would leave slots idle meanwhile.
+        let batch = PREFETCH_MIN.max(4 * self.shared.max_parallel);
+        if self.fetch.is_none() && self.queued.len() < room.max(batch / 2) {
+            let store = store.clone();
+            let limit = self.claimed.len() + batch;
+            self.settled_during_fetch.clear();
+            self.fetch = Some(tokio::spawn(async move {
+                store.due_outbox(name, Utc::now(), limit).await
+            }));
+        }
         let low_water = (self.shared.max_parallel / 4).max(1);
         if room < low_water && !self.in_flight.is_empty() {
             return Ok(IDLE_POLL);
-        }
-        if self.queued.len() < room {
-            let batch = PREFETCH_MIN.max(4 * self.shared.max_parallel);
-            let due = store
-                .due_outbox(name, Utc::now(), self.claimed.len() + batch)
-                .await?;
-            for row in due {
-                if self.claimed.insert(row.id) {
-                    self.queued.push_back(row);
-                }
-            }
         }
         let mut started = 0;
         while started < room {
@@ -411,8 +428,8 @@ impl EndpointLoop {
         if started > 0 {
             self.blocked_wait = BLOCKED_POLL;
         }
-        if started == room {
-            // Full: a finishing attempt wakes the loop.
+        if started == room || self.fetch.is_some() {
+            // Full, or rows on their way: a finishing attempt or the fetch wakes the loop.
             return Ok(IDLE_POLL);
         }
         let Some(next) = store.next_outbox_due(name).await? else {
@@ -441,6 +458,9 @@ impl EndpointLoop {
         };
         if let Some(id) = self.in_flight.remove(&task) {
             self.claimed.remove(&id);
+            if self.fetch.is_some() {
+                self.settled_during_fetch.insert(id);
+            }
         }
         match settled {
             Settled::Healthy => self.breaker.on_success(),
@@ -451,10 +471,50 @@ impl EndpointLoop {
                 for row in self.queued.drain(..) {
                     self.claimed.remove(&row.id);
                 }
+                if let Some(fetch) = self.fetch.take() {
+                    fetch.abort();
+                }
             }
             Settled::Unrecorded => {}
         }
         self.shared.progress.notify_waiters();
+    }
+}
+
+impl EndpointLoop {
+    /// Queues what a background fetch found, but for rows already queued or in flight and
+    /// rows settled while it ran.
+    fn take_fetched(&mut self, fetched: Fetched) {
+        let rows = match fetched {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(e)) => {
+                tracing::warn!(endpoint = self.target.name, error = %e, "outbox store unavailable");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(endpoint = self.target.name, error = %e, "a due-row fetch died");
+                return;
+            }
+        };
+        for row in rows {
+            if !self.settled_during_fetch.contains(&row.id) && self.claimed.insert(row.id) {
+                self.queued.push_back(row);
+            }
+        }
+        self.settled_during_fetch.clear();
+    }
+}
+
+/// A background fetch's answer: the task's end, then the store's.
+type Fetched = Result<Result<Vec<OutboxMessage>, StoreError>, tokio::task::JoinError>;
+
+/// Awaits the background fetch (only polled while there is one).
+async fn fetched(
+    fetch: &mut Option<JoinHandle<Result<Vec<OutboxMessage>, StoreError>>>,
+) -> Fetched {
+    match fetch.as_mut() {
+        Some(handle) => handle.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -55,6 +55,52 @@ pub(crate) struct Change<'a> {
     pub error: Option<&'a Value>,
 }
 
+/// One `Work::Delivered`: item `index` marks outbox row `id` delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DeliveredRow {
+    pub index: usize,
+    pub id: i64,
+    pub attempts: u32,
+    pub status: u16,
+}
+
+/// One step of a group's SQL phase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum UpdateStep {
+    /// A run of consecutive `Delivered` items: one statement for all of them.
+    Delivered(Vec<DeliveredRow>),
+    /// Any other item, applied on its own.
+    One(usize),
+}
+
+/// The plan's updates in arrival order, each run of consecutive `Delivered` items gathered
+/// into one step. Only neighbours are gathered, so no update overtakes another.
+pub(crate) fn update_steps(items: &[&Work], updates: &[usize]) -> Vec<UpdateStep> {
+    let mut steps = Vec::new();
+    for &index in updates {
+        let Some(Work::Delivered {
+            id,
+            attempts,
+            status,
+        }) = items.get(index)
+        else {
+            steps.push(UpdateStep::One(index));
+            continue;
+        };
+        let row = DeliveredRow {
+            index,
+            id: *id,
+            attempts: *attempts,
+            status: *status,
+        };
+        match steps.last_mut() {
+            Some(UpdateStep::Delivered(run)) => run.push(row),
+            _ => steps.push(UpdateStep::Delivered(vec![row])),
+        }
+    }
+    steps
+}
+
 /// Every correlationId the group's trigger writes touch (to load their stored state).
 pub(crate) fn trigger_ids(items: &[&Work]) -> Vec<Uuid> {
     let mut ids: Vec<Uuid> = items
@@ -278,6 +324,39 @@ mod tests {
             Some(Err(e)) => Err(e.to_string()),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn consecutive_deliveries_are_gathered_and_nothing_overtakes() {
+        let delivered = |id| Work::Delivered {
+            id,
+            attempts: 1,
+            status: 200,
+        };
+        let work = [
+            delivered(1),
+            delivered(2),
+            Work::Checkpoint,
+            batch(Vec::new()),
+            delivered(3),
+        ];
+        let items: Vec<&Work> = work.iter().collect();
+        let plan = plan(&items, Vec::new());
+        let row = |index, id| DeliveredRow {
+            index,
+            id,
+            attempts: 1,
+            status: 200,
+        };
+        assert_eq!(plan.updates, vec![0, 1, 2, 4]);
+        assert_eq!(
+            update_steps(&items, &plan.updates),
+            vec![
+                UpdateStep::Delivered(vec![row(0, 1), row(1, 2)]),
+                UpdateStep::One(2),
+                UpdateStep::Delivered(vec![row(4, 3)]),
+            ]
+        );
     }
 
     #[test]

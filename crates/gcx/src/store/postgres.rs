@@ -13,6 +13,7 @@
 //! Bulk writes bind one array per column and `UNNEST` them: one statement, whatever the
 //! number of rows.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,7 @@ use super::committer::{Done, GroupContext, Work};
 use super::convert;
 use super::error::{db_error, redact_url, url_password};
 use super::migrations::{self, Scripts};
-use super::plan::{self, Change, NewTrigger, now_micros};
+use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
 use super::sqlite::{check_meta, foreign, migrate_error};
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage,
@@ -144,11 +145,20 @@ impl PgBackend {
         self.insert_outbox(&mut tx, &plan.outbox, now).await?;
         self.append_audit(&mut tx, std::mem::take(&mut plan.audit), context, now)
             .await?;
-        for index in std::mem::take(&mut plan.updates) {
-            let result = self
-                .apply_update(&mut tx, items[index], context, now)
-                .await?;
-            plan.results[index] = Some(result);
+        for step in plan::update_steps(items, &plan.updates) {
+            match step {
+                UpdateStep::One(index) => {
+                    let result = self
+                        .apply_update(&mut tx, items[index], context, now)
+                        .await?;
+                    plan.results[index] = Some(result);
+                }
+                UpdateStep::Delivered(rows) => {
+                    for (index, result) in self.mark_delivered(&mut tx, &rows).await? {
+                        plan.results[index] = Some(result);
+                    }
+                }
+            }
         }
         tx.commit().await.map_err(self.db())?;
         Ok(plan
@@ -484,19 +494,16 @@ impl PgBackend {
                 attempts,
                 status,
             } => {
-                let n = sqlx::query(
-                    "UPDATE outbox SET status = 'delivered', attempts = $1, last_status = $2, \
-                     claimed_by = NULL, claimed_until = NULL \
-                     WHERE id = $3 AND status = 'pending'",
-                )
-                .bind(i64::from(*attempts))
-                .bind(i32::from(*status))
-                .bind(id)
-                .execute(&mut *conn)
-                .await
-                .map_err(self.db())?
-                .rows_affected();
-                self.updated_or_missing(conn, *id, n).await
+                let row = DeliveredRow {
+                    index: 0,
+                    id: *id,
+                    attempts: *attempts,
+                    status: *status,
+                };
+                let mut answers = self.mark_delivered(conn, &[row]).await?;
+                Ok(answers
+                    .pop()
+                    .map_or(Err(StoreError::UnknownOutboxMessage(*id)), |(_, r)| r))
             }
             Work::Retry {
                 id,
@@ -614,6 +621,38 @@ impl PgBackend {
             }
             Work::Batch(_) => Ok(Ok(Done::Unit)),
         }
+    }
+
+    /// Marks a run of pending rows delivered in one statement; answers each row (by its
+    /// item index): a row no longer pending is left alone, a missing one is an error.
+    async fn mark_delivered(
+        &self,
+        conn: &mut PgConnection,
+        rows: &[DeliveredRow],
+    ) -> Result<Vec<(usize, Result<Done, StoreError>)>, StoreError> {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let attempts: Vec<i64> = rows.iter().map(|r| i64::from(r.attempts)).collect();
+        let statuses: Vec<i32> = rows.iter().map(|r| i32::from(r.status)).collect();
+        let updated: HashSet<i64> = sqlx::query_scalar(
+            "UPDATE outbox o SET status = 'delivered', attempts = v.attempts, \
+             last_status = v.status, claimed_by = NULL, claimed_until = NULL \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::int[]) AS v(id, attempts, status) \
+             WHERE o.id = v.id AND o.status = 'pending' RETURNING o.id",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(self.db())?
+        .into_iter()
+        .collect();
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let n = u64::from(updated.contains(&row.id));
+            answers.push((row.index, self.updated_or_missing(conn, row.id, n).await?));
+        }
+        Ok(answers)
     }
 
     async fn updated_or_missing(

@@ -6,6 +6,7 @@
 //! Opening never changes a file that is not a gcx store: the header and the tables are
 //! inspected on a read-only connection before WAL mode or migrations touch anything.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, from_micros, micros};
 use super::error::db_error;
 use super::migrations::{self, Scripts};
-use super::plan::{self, Change, NewTrigger, now_micros};
+use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OutboxCounts, OutboxMessage, OutboxStatus,
     StoreError, TriggerRow, TriggerState,
@@ -182,9 +183,18 @@ impl SqliteBackend {
         self.insert_outbox(conn, &plan.outbox, now).await?;
         self.append_audit(conn, std::mem::take(&mut plan.audit), context, now)
             .await?;
-        for index in std::mem::take(&mut plan.updates) {
-            let result = self.apply_update(conn, items[index], context, now).await?;
-            plan.results[index] = Some(result);
+        for step in plan::update_steps(items, &plan.updates) {
+            match step {
+                UpdateStep::One(index) => {
+                    let result = self.apply_update(conn, items[index], context, now).await?;
+                    plan.results[index] = Some(result);
+                }
+                UpdateStep::Delivered(rows) => {
+                    for (index, result) in self.mark_delivered(conn, &rows).await? {
+                        plan.results[index] = Some(result);
+                    }
+                }
+            }
         }
         Ok(plan
             .results
@@ -429,18 +439,16 @@ impl SqliteBackend {
                 attempts,
                 status,
             } => {
-                let n = sqlx::query(
-                    "UPDATE outbox SET status = 'delivered', attempts = ?, last_status = ? \
-                     WHERE id = ? AND status = 'pending'",
-                )
-                .bind(i64::from(*attempts))
-                .bind(i64::from(*status))
-                .bind(id)
-                .execute(&mut *conn)
-                .await
-                .map_err(self.db())?
-                .rows_affected();
-                self.updated_or_missing(conn, *id, n).await
+                let row = DeliveredRow {
+                    index: 0,
+                    id: *id,
+                    attempts: *attempts,
+                    status: *status,
+                };
+                let mut answers = self.mark_delivered(conn, &[row]).await?;
+                Ok(answers
+                    .pop()
+                    .map_or(Err(StoreError::UnknownOutboxMessage(*id)), |(_, r)| r))
             }
             Work::Retry {
                 id,
@@ -561,6 +569,43 @@ impl SqliteBackend {
             }
             Work::Batch(_) => Ok(Ok(Done::Unit)),
         }
+    }
+
+    /// Marks a run of pending rows delivered, one statement per chunk; answers each row
+    /// (by its item index): a row no longer pending is left alone, a missing one is an error.
+    async fn mark_delivered(
+        &self,
+        conn: &mut SqliteConnection,
+        rows: &[DeliveredRow],
+    ) -> Result<Vec<(usize, Result<Done, StoreError>)>, StoreError> {
+        let mut updated = HashSet::with_capacity(rows.len());
+        for chunk in fixed_chunks(rows, MAX_BINDS / 3) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "UPDATE outbox SET status = 'delivered', attempts = v.column2, \
+                 last_status = v.column3 FROM (",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.id)
+                    .push_bind(i64::from(r.attempts))
+                    .push_bind(i64::from(r.status));
+            });
+            q.push(
+                ") AS v WHERE outbox.id = v.column1 AND outbox.status = 'pending' \
+                 RETURNING outbox.id",
+            );
+            let ids: Vec<i64> = q
+                .build_query_scalar()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(self.db())?;
+            updated.extend(ids);
+        }
+        let mut answers = Vec::with_capacity(rows.len());
+        for row in rows {
+            let n = u64::from(updated.contains(&row.id));
+            answers.push((row.index, self.updated_or_missing(conn, row.id, n).await?));
+        }
+        Ok(answers)
     }
 
     async fn updated_or_missing(
