@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The `User-Agent` of every request gcx sends.
+pub const USER_AGENT: &str = concat!("gcx/", env!("CARGO_PKG_VERSION"));
+
 /// Installs the process-wide rustls crypto provider if none is installed yet.
 pub fn install_crypto_provider() {
     // Err only means a provider is already installed, which is what we want.
@@ -22,7 +25,19 @@ pub fn builder(timeout: Duration) -> reqwest::ClientBuilder {
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .tcp_nodelay(true)
-        .user_agent(concat!("gcx/", env!("CARGO_PKG_VERSION")))
+        .user_agent(USER_AGENT)
+}
+
+/// Appends each source of `error` (not `error` itself) to `text`, each after ": ": the
+/// top-level text of an HTTP client's error says little ("client error (Connect)"),
+/// its sources say what happened ("Connection refused").
+pub fn push_sources(text: &mut String, error: &dyn std::error::Error) {
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
 }
 
 #[cfg(test)]

@@ -62,12 +62,6 @@ fn describe(error: reqwest::Error) -> String {
         "request failed"
     };
     let mut text = kind.to_string();
-    let error = error.without_url();
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(&error);
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
+    crate::http_client::push_sources(&mut text, &error.without_url());
     text
 }

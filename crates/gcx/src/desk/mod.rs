@@ -12,7 +12,8 @@
 //! - [`agents`]: the fleet of per-agent state machines; emits the events due by a time.
 //! - [`wire`]: ids and the JSON body of a request.
 //! - [`batcher`]: events into batches, at most one unanswered request per agent.
-//! - [`sender`]: one batch's POST with the retry rules (tokens from [`crate::auth`]).
+//! - [`sender`]: one batch's POST with the retry rules (tokens from [`crate::auth`]),
+//!   over the [`transport`] (hyper directly, or reqwest when a proxy applies).
 //! - [`injector`]: the run loop tying these together; [`correlate`]: query-back.
 //! - [`latency`]: HDR histograms and the per-second series; [`tally`]: the accounting.
 //! - [`thresholds`]: pass/fail expressions; [`report`]: summary, JUnit, HTML, audit files,
@@ -39,6 +40,7 @@ pub mod schedule;
 pub mod sender;
 pub mod tally;
 pub mod thresholds;
+pub mod transport;
 pub mod wire;
 pub mod workflow;
 

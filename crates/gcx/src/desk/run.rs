@@ -24,6 +24,7 @@ use super::report::{self, ReportFiles};
 use super::rng::SimRng;
 use super::scenario::{Agents, Scenario};
 use super::sender::EventsEndpoint;
+use super::transport::{SetupError, Transport};
 use super::wire::Identities;
 use crate::auth::{AuthError, Credentials, TokenProvider};
 use crate::config::Secret;
@@ -126,6 +127,8 @@ pub enum SimulateError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("cannot build the HTTP client of the events endpoint: {0}")]
+    Transport(#[from] super::transport::SetupError),
     #[error(transparent)]
     Write(#[from] report::WriteError),
     #[error("writing the audit files failed: {0}")]
@@ -200,6 +203,16 @@ pub async fn simulate(
         url: events_url,
         detail: e.to_string(),
     })?;
+    let transport = Transport::new(events_url.clone(), http.clone(), inj.request_timeout).map_err(
+        |e| match e {
+            SetupError::Uri(e) => SimulateError::BadUrl {
+                origin: target.origin.clone(),
+                url: events_url.to_string(),
+                detail: e.to_string(),
+            },
+            other => SimulateError::Transport(other),
+        },
+    )?;
     let query = QueryEndpoint {
         http: http.clone(),
         url: format!("{api}{QUERY_PATH}"),
@@ -257,8 +270,7 @@ pub async fn simulate(
         end: scenario.end,
     });
     let events = Arc::new(EventsEndpoint {
-        http: http.clone(),
-        url: events_url,
+        transport,
         tokens: tokens.clone(),
         request_timeout: inj.request_timeout,
         retry_deadline: inj.retry_deadline,

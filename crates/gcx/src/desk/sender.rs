@@ -10,18 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use gcx_protocol::events::{AsyncBatchResponse, SyncBatchResponse};
 use gcx_protocol::rest::ErrorBody;
-use reqwest::header::CONTENT_TYPE;
 use tokio::time::Instant;
 
+use super::transport::{Answer, Transport, TransportError};
 use crate::auth::TokenProvider;
 use crate::retry::{RetryPolicy, retry_after_header};
 
 /// Where and how batches are sent.
 #[derive(Debug, Clone)]
 pub struct EventsEndpoint {
-    pub http: reqwest::Client,
-    /// `{api_base}/api/v2/interactions/events?async=…`, parsed once (not per request).
-    pub url: reqwest::Url,
+    /// To `{api_base}/api/v2/interactions/events?async=…`.
+    pub transport: Transport,
     pub tokens: Arc<TokenProvider>,
     /// One attempt's timeout.
     pub request_timeout: Duration,
@@ -104,19 +103,16 @@ pub async fn send_batch(ep: &EventsEndpoint, body: Bytes, async_mode: bool) -> S
     loop {
         attempts += 1;
         let sent = ep
-            .http
-            .post(ep.url.clone())
-            .bearer_auth(token.expose())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(ep.request_timeout)
-            .body(body.clone())
-            .send()
+            .transport
+            .post(token.expose(), body.clone(), ep.request_timeout)
             .await;
         let (wait, reason, processed) = match sent {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let asked = (status == 429).then(|| retry_after(resp.headers()));
-                let bytes = resp.bytes().await.unwrap_or_default();
+            Ok(Answer {
+                status,
+                headers,
+                body: bytes,
+            }) => {
+                let asked = (status == 429).then(|| retry_after(&headers));
                 match status {
                     200 | 202 => {
                         let parsed = if status == 202 || async_mode {
@@ -170,13 +166,13 @@ pub async fn send_batch(ep: &EventsEndpoint, body: Bytes, async_mode: bool) -> S
                     }
                 }
             }
-            Err(e) => {
-                let processed = if e.is_connect() {
+            Err(TransportError { unsent, detail }) => {
+                let processed = if unsent {
                     Processed::No
                 } else {
                     Processed::Unknown
                 };
-                (None, format!("transport: {}", e.without_url()), processed)
+                (None, format!("transport: {detail}"), processed)
             }
         };
         let Some(wait) = backoff.next(wait) else {
