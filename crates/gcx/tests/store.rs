@@ -23,6 +23,7 @@ both_backends!(
     a_bad_batch_does_not_fail_its_neighbours,
     outbox_rows_commit_with_their_trigger_or_not_at_all,
     due_outbox_keeps_per_key_order,
+    concurrent_deliveries_share_statements_and_answer_each,
     dead_letters_cascade_and_replay_in_order,
     endpoints_disable_and_enable,
     unfinished_triggers_are_reloaded_oldest_first,
@@ -379,6 +380,56 @@ async fn due_outbox_keeps_per_key_order(t: TestStore) {
         store.outbox_delivered(999_999, 1, 200).await,
         Err(StoreError::UnknownOutboxMessage(999_999))
     ));
+    store.close().await.unwrap();
+}
+
+/// Outcomes recorded at once share groups, where a run of "delivered" is one statement:
+/// each caller still gets its own answer (a missing row an error, a row already delivered
+/// left alone), and a key's next row becomes due only after its predecessor.
+async fn concurrent_deliveries_share_statements_and_answer_each(t: TestStore) {
+    let store = t.open().await;
+    let keys: Vec<String> = (0..40).map(|k| format!("key-{k}")).collect();
+    let firsts: Vec<_> = keys.iter().map(|k| message(k, 1)).collect();
+    let seconds: Vec<_> = keys.iter().map(|k| message(k, 2)).collect();
+    commit(
+        &store,
+        WriteBatch {
+            outbox: firsts.into_iter().chain(seconds).collect(),
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    let now = Utc::now();
+    let due = store.due_outbox("crm", now, 100).await.unwrap();
+    assert_eq!(due.len(), keys.len(), "only each key's first row is due");
+    let missing = due.iter().map(|m| m.id).max().unwrap() + 1_000_000;
+    let mut calls: Vec<(i64, u32)> = due.iter().map(|m| (m.id, 1)).collect();
+    calls.push((missing, 1));
+    calls.push((due[0].id, 2)); // the same row again, in the same burst
+    let answers = futures_util::future::join_all(
+        calls
+            .iter()
+            .map(|&(id, attempts)| store.outbox_delivered(id, attempts, 200)),
+    )
+    .await;
+    for (&(id, _), answer) in calls.iter().zip(&answers) {
+        if id == missing {
+            assert!(
+                matches!(answer, Err(StoreError::UnknownOutboxMessage(m)) if *m == missing),
+                "{answer:?}"
+            );
+        } else {
+            assert!(answer.is_ok(), "row {id}: {answer:?}");
+        }
+    }
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.delivered, counts.dead),
+        (keys.len() as u64, keys.len() as u64, 0)
+    );
+    let next = store.due_outbox("crm", now, 100).await.unwrap();
+    assert_eq!(next.len(), keys.len(), "each key's second row is due now");
+    assert!(next.iter().all(|m| m.body["n"] == 2), "{next:?}");
     store.close().await.unwrap();
 }
 

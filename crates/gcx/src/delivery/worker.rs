@@ -39,7 +39,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// The first wait when rows are pending and due yet none can go (they wait behind a
 /// predecessor of their key); it doubles up to [`IDLE_POLL`] while that lasts.
 const BLOCKED_POLL: Duration = Duration::from_millis(5);
-/// How long a loop waits after the store failed before trying it again.
+/// How long a loop waits after the store failed (a query, or a due-row fetch) before
+/// trying it again.
 const STORE_ERROR_PAUSE: Duration = Duration::from_millis(500);
 /// How often the backlog gauge is refreshed.
 const BACKLOG_REFRESH: Duration = Duration::from_secs(1);
@@ -157,6 +158,7 @@ impl DeliveryWorker {
                 attempts: JoinSet::new(),
                 fetch: None,
                 settled_during_fetch: HashSet::new(),
+                fetch_paused_until: None,
             };
             wakers.push(wake);
             tasks.push(runtime.spawn(endpoint.run()));
@@ -332,6 +334,8 @@ struct EndpointLoop {
     /// Ids whose outcome was recorded while `fetch` ran: its snapshot may show them still
     /// pending, so they are dropped from its answer.
     settled_during_fetch: HashSet<i64>,
+    /// After a failed fetch, no new one starts before this.
+    fetch_paused_until: Option<Instant>,
 }
 
 impl EndpointLoop {
@@ -399,7 +403,8 @@ impl EndpointLoop {
         // answer would re-read the rows in flight each time (they stay pending until
         // recorded), and waiting for the answer would leave slots idle meanwhile.
         let batch = PREFETCH_MIN.max(4 * self.shared.max_parallel);
-        if self.fetch.is_none() && self.queued.len() < room.max(batch / 2) {
+        let paused = self.fetch_paused_until.filter(|until| now < *until);
+        if paused.is_none() && self.fetch.is_none() && self.queued.len() < room.max(batch / 2) {
             let store = store.clone();
             let limit = self.claimed.len() + batch;
             self.settled_during_fetch.clear();
@@ -431,6 +436,9 @@ impl EndpointLoop {
         if started == room || self.fetch.is_some() {
             // Full, or rows on their way: a finishing attempt or the fetch wakes the loop.
             return Ok(IDLE_POLL);
+        }
+        if let Some(until) = paused {
+            return Ok(until.saturating_duration_since(now));
         }
         let Some(next) = store.next_outbox_due(name).await? else {
             return Ok(IDLE_POLL);
@@ -489,10 +497,12 @@ impl EndpointLoop {
             Ok(Ok(rows)) => rows,
             Ok(Err(e)) => {
                 tracing::warn!(endpoint = self.target.name, error = %e, "outbox store unavailable");
+                self.fetch_paused_until = Some(Instant::now() + STORE_ERROR_PAUSE);
                 return;
             }
             Err(e) => {
                 tracing::error!(endpoint = self.target.name, error = %e, "a due-row fetch died");
+                self.fetch_paused_until = Some(Instant::now() + STORE_ERROR_PAUSE);
                 return;
             }
         };
