@@ -1103,6 +1103,16 @@ async fn two_postgres_instances_share_one_chain_and_one_outbox() {
         b.due_outbox("crm", after_lease, 500).await.unwrap().len(),
         200
     );
+    // b holds every row now: for b they are due at once, for a only when b's lease ends.
+    let for_b = b.next_outbox_due("crm").await.unwrap().unwrap();
+    assert!(for_b <= Utc::now(), "b's own rows are due: {for_b}");
+    let for_a = a.next_outbox_due("crm").await.unwrap().unwrap();
+    let lease = Age::from_std(gcx::store::OUTBOX_LEASE).unwrap();
+    assert!(
+        (for_a - (after_lease + lease)).num_milliseconds().abs() <= 1,
+        "a must wait for b's lease: {for_a} vs {}",
+        after_lease + lease
+    );
     a.close().await.unwrap();
     b.close().await.unwrap();
 

@@ -763,13 +763,25 @@ impl PgBackend {
         endpoint: &str,
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         // Only a key's oldest pending message can become due; a row leased by another
-        // instance is due for us only when its lease ends.
+        // instance is due for us only when its lease ends. Rows free for us: walk the
+        // `outbox_due` index in time order and stop at the first key head (a MIN with the
+        // correlated NOT EXISTS would probe every pending row: 85-105 ms against 13 ms
+        // with 100,000 pending). Rows leased by others (their instances' batches) are
+        // looked at apart, the probe only for them; the earlier time wins (LEAST ignores
+        // a NULL).
         sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN o.claimed_by IS NOT NULL AND o.claimed_by <> $2 \
-               THEN GREATEST(o.next_attempt_at, o.claimed_until) ELSE o.next_attempt_at END) \
-             FROM outbox o WHERE o.endpoint = $1 AND o.status = 'pending' \
-             AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.endpoint = o.endpoint \
-               AND p.ordering_key = o.ordering_key AND p.status = 'pending' AND p.id < o.id)",
+            "SELECT LEAST( \
+               (SELECT o.next_attempt_at FROM outbox o \
+                WHERE o.endpoint = $1 AND o.status = 'pending' \
+                AND (o.claimed_by IS NULL OR o.claimed_by = $2) \
+                AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.endpoint = o.endpoint \
+                  AND p.ordering_key = o.ordering_key AND p.status = 'pending' AND p.id < o.id) \
+                ORDER BY o.next_attempt_at LIMIT 1), \
+               (SELECT MIN(GREATEST(o.next_attempt_at, o.claimed_until)) FROM outbox o \
+                WHERE o.endpoint = $1 AND o.status = 'pending' \
+                AND o.claimed_by IS NOT NULL AND o.claimed_by <> $2 \
+                AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.endpoint = o.endpoint \
+                  AND p.ordering_key = o.ordering_key AND p.status = 'pending' AND p.id < o.id)))",
         )
         .bind(endpoint)
         .bind(&self.claimant)
