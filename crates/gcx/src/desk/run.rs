@@ -198,21 +198,15 @@ pub async fn simulate(
     let api = target.api_base.trim_end_matches('/');
     // Parsed once here, before anything is written or sent, not on every request.
     let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
-    let events_url = reqwest::Url::parse(&events_url).map_err(|e| SimulateError::BadUrl {
-        origin: target.origin.clone(),
-        url: events_url,
-        detail: e.to_string(),
-    })?;
-    let transport = Transport::new(events_url.clone(), http.clone(), inj.request_timeout).map_err(
-        |e| match e {
-            SetupError::Uri(e) => SimulateError::BadUrl {
+    let transport =
+        Transport::new(&events_url, http.clone(), inj.request_timeout).map_err(|e| match e {
+            SetupError::Url(detail) => SimulateError::BadUrl {
                 origin: target.origin.clone(),
-                url: events_url.to_string(),
-                detail: e.to_string(),
+                url: events_url.clone(),
+                detail,
             },
             other => SimulateError::Transport(other),
-        },
-    )?;
+        })?;
     let query = QueryEndpoint {
         http: http.clone(),
         url: format!("{api}{QUERY_PATH}"),

@@ -70,17 +70,19 @@ pub struct TransportError {
 /// Why the direct path could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("not a usable request URI: {0}")]
-    Uri(#[from] http::uri::InvalidUri),
+    /// The URL does not parse (the text says why).
+    #[error("not a usable URL: {0}")]
+    Url(String),
     #[error("cannot set up TLS with the platform's certificate verifier: {0}")]
     Tls(#[from] rustls::Error),
 }
 
 impl Transport {
     /// The direct path to `url`, or `fallback` when the environment's proxy settings
-    /// apply to it. `timeout` bounds connecting (at most 10 s, as reqwest's clients).
+    /// apply to it; `url` is parsed here, once. `timeout` bounds connecting (at most
+    /// 10 s, as reqwest's clients).
     pub fn new(
-        url: reqwest::Url,
+        url: &str,
         fallback: reqwest::Client,
         timeout: Duration,
     ) -> Result<Transport, SetupError> {
@@ -88,12 +90,14 @@ impl Transport {
     }
 
     fn choose(
-        url: reqwest::Url,
+        url: &str,
         fallback: reqwest::Client,
         timeout: Duration,
         proxies: &Matcher,
     ) -> Result<Transport, SetupError> {
-        let uri: http::Uri = url.as_str().parse()?;
+        let bad = |e: &dyn std::fmt::Display| SetupError::Url(e.to_string());
+        let url = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
+        let uri: http::Uri = url.as_str().parse().map_err(|e| bad(&e))?;
         if proxies.intercept(&uri).is_some() {
             return Ok(Transport::Proxied {
                 client: fallback,
@@ -232,37 +236,43 @@ mod tests {
         http_client::build(Duration::from_secs(5)).unwrap()
     }
 
+    /// What `Transport::new` would pick for `to` under the proxy settings `proxies`.
+    fn chosen(to: &str, proxies: &Matcher) -> Transport {
+        Transport::choose(to, fallback(), Duration::from_secs(5), proxies).unwrap()
+    }
+
+    /// The direct path and the reqwest path to the same URL.
+    fn both_paths(to: &str) -> [Transport; 2] {
+        [
+            chosen(to, &Matcher::builder().build()),
+            Transport::Proxied {
+                client: fallback(),
+                url: url(to),
+            },
+        ]
+    }
+
     #[test]
     fn a_proxy_that_applies_sends_through_reqwest() {
         let proxied = Matcher::builder().http("http://proxy.example:3128").build();
-        let t = Transport::choose(
-            url("http://api.example/x"),
-            fallback(),
-            Duration::from_secs(5),
-            &proxied,
-        )
-        .unwrap();
+        let t = chosen("http://api.example/x", &proxied);
         assert!(matches!(t, Transport::Proxied { .. }), "{t:?}");
         let excluded = Matcher::builder()
             .http("http://proxy.example:3128")
             .no("api.example")
             .build();
-        let t = Transport::choose(
-            url("http://api.example/x"),
-            fallback(),
-            Duration::from_secs(5),
-            &excluded,
-        )
-        .unwrap();
+        let t = chosen("http://api.example/x", &excluded);
         assert!(matches!(t, Transport::Direct { .. }), "{t:?}");
-        let t = Transport::choose(
-            url("https://api.example/x"),
-            fallback(),
-            Duration::from_secs(5),
-            &Matcher::builder().build(),
-        )
-        .unwrap();
+        let t = chosen("https://api.example/x", &Matcher::builder().build());
         assert!(matches!(t, Transport::Direct { .. }), "{t:?}");
+    }
+
+    #[test]
+    fn a_url_that_does_not_parse_is_named_as_such() {
+        for bad in ["not a url", "http://[::1/x"] {
+            let e = Transport::new(bad, fallback(), Duration::from_secs(5)).unwrap_err();
+            assert!(matches!(e, SetupError::Url(_)), "{bad}: {e}");
+        }
     }
 
     /// Both paths against a real sandbox: the same answers to a good request, a bad
@@ -282,28 +292,11 @@ mod tests {
         )
         .unwrap();
         let token = tokens.token().await.unwrap();
-        let events = url(&format!("{base}/api/v2/interactions/events?async=true"));
-        let direct = Transport::choose(
-            events.clone(),
-            fallback(),
-            Duration::from_secs(5),
-            &Matcher::builder().build(),
-        )
-        .unwrap();
-        let proxied = Transport::Proxied {
-            client: fallback(),
-            url: events,
-        };
         let body = Bytes::from_static(b"[]");
-        for t in [&direct, &proxied] {
-            let good = t
-                .post(token.expose(), body.clone(), Duration::from_secs(5))
-                .await
-                .unwrap();
-            let bad = t
-                .post("not-a-token", body.clone(), Duration::from_secs(5))
-                .await
-                .unwrap();
+        let timeout = Duration::from_secs(5);
+        for t in both_paths(&format!("{base}/api/v2/interactions/events?async=true")) {
+            let good = t.post(token.expose(), body.clone(), timeout).await.unwrap();
+            let bad = t.post("not-a-token", body.clone(), timeout).await.unwrap();
             assert_eq!(bad.status, 401, "{t:?}");
             assert_ne!(
                 good.status,
@@ -317,21 +310,9 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let gone = url(&format!("http://127.0.0.1:{closed}/x"));
-        let direct = Transport::choose(
-            gone.clone(),
-            fallback(),
-            Duration::from_secs(5),
-            &Matcher::builder().build(),
-        )
-        .unwrap();
-        let proxied = Transport::Proxied {
-            client: fallback(),
-            url: gone,
-        };
-        for t in [&direct, &proxied] {
+        for t in both_paths(&format!("http://127.0.0.1:{closed}/x")) {
             let e = t
-                .post(token.expose(), body.clone(), Duration::from_secs(5))
+                .post(token.expose(), body.clone(), timeout)
                 .await
                 .unwrap_err();
             assert!(e.unsent, "{t:?}: {e}");

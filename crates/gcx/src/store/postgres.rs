@@ -489,22 +489,6 @@ impl PgBackend {
         now: DateTime<Utc>,
     ) -> Result<Result<Done, StoreError>, StoreError> {
         match work {
-            Work::Delivered {
-                id,
-                attempts,
-                status,
-            } => {
-                let row = DeliveredRow {
-                    index: 0,
-                    id: *id,
-                    attempts: *attempts,
-                    status: *status,
-                };
-                let mut answers = self.mark_delivered(conn, &[row]).await?;
-                Ok(answers
-                    .pop()
-                    .map_or(Err(StoreError::UnknownOutboxMessage(*id)), |(_, r)| r))
-            }
             Work::Retry {
                 id,
                 attempts,
@@ -619,7 +603,9 @@ impl PgBackend {
                 }
                 Ok(Ok(Done::Unit))
             }
-            Work::Batch(_) => Ok(Ok(Done::Unit)),
+            // Never here: the plan answers batches, and `plan::update_steps` hands every
+            // delivered outcome to `mark_delivered`.
+            Work::Batch(_) | Work::Delivered { .. } => Ok(Ok(Done::Unit)),
         }
     }
 
