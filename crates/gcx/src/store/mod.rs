@@ -23,6 +23,7 @@ mod migrations;
 mod plan;
 mod postgres;
 mod sqlite;
+mod wal;
 
 use std::sync::Arc;
 

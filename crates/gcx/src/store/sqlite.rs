@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file `<data_dir>/gcx.db` in WAL mode with
 //! `synchronous = FULL` (a commit reported is on disk). One write connection, used only by
-//! the committer (so this process never contends with itself), and a small pool of
-//! read-only connections (WAL readers never block the writer).
+//! the committer (so this process never contends with itself), one connection that
+//! checkpoints the WAL beside it ([`wal`]), and a small pool of read-only connections
+//! (WAL readers never block the writer).
 //!
 //! Opening never changes a file that is not a gcx store: the header and the tables are
 //! inspected on a read-only connection before WAL mode or migrations touch anything.
@@ -23,6 +24,7 @@ use super::convert::{self, from_micros, micros};
 use super::error::db_error;
 use super::migrations::{self, Scripts};
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
+use super::wal;
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OutboxCounts, OutboxMessage, OutboxStatus,
     StoreError, TriggerRow, TriggerState,
@@ -43,6 +45,8 @@ const MAX_BINDS: usize = 30_000;
 pub(crate) struct SqliteBackend {
     /// The committer's connection; `None` when opened read-only.
     write: Option<SqlitePool>,
+    /// Checkpoints the WAL beside the writer; `None` when opened read-only.
+    wal: Option<wal::Checkpointer>,
     /// Read-only connections for every query.
     read: SqlitePool,
     /// The database file, as shown in messages.
@@ -89,7 +93,8 @@ impl SqliteBackend {
                 .clone()
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full);
+                .synchronous(SqliteSynchronous::Full)
+                .pragma("wal_autocheckpoint", wal::BACKSTOP_PAGES.to_string());
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -102,6 +107,14 @@ impl SqliteBackend {
             probe_writable(&pool, &location).await?;
             Some(pool)
         };
+        let wal = match write {
+            Some(_) => Some(
+                wal::Checkpointer::start(&path, base.clone())
+                    .await
+                    .map_err(|e| open_error(&location, e))?,
+            ),
+            None => None,
+        };
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
@@ -110,6 +123,7 @@ impl SqliteBackend {
             .map_err(|e| open_error(&location, e))?;
         Ok(SqliteBackend {
             write,
+            wal,
             read,
             location,
         })
@@ -120,6 +134,9 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn close(&self) {
+        if let Some(wal) = &self.wal {
+            wal.stop().await;
+        }
         if let Some(write) = &self.write {
             write.close().await;
         }
@@ -153,7 +170,12 @@ impl SqliteBackend {
         let written = self.write_in_transaction(&mut conn, items, context).await;
         let outcome = match written {
             Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
-                Ok(_) => return Ok(results),
+                Ok(_) => {
+                    if let Some(wal) = &self.wal {
+                        wal.committed();
+                    }
+                    return Ok(results);
+                }
                 Err(e) => db_error(&self.location, e),
             },
             Err(e) => e,
