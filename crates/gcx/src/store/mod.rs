@@ -282,7 +282,7 @@ impl Backend {
         on_backend!(self, b => b.close().await)
     }
 
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         on_backend!(self, b => b.location())
     }
 }
@@ -331,7 +331,7 @@ impl Store {
             context,
             config.group_commit_max_rows,
             config.group_commit_interval,
-        );
+        )?;
         Ok(Store {
             inner: Arc::new(Inner {
                 backend,
