@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 both_backends!(
     accept_transition_and_receipts,
+    another_writer_s_transitions_are_seen,
     many_concurrent_callers_share_transactions,
     a_bad_batch_does_not_fail_its_neighbours,
     outbox_rows_commit_with_their_trigger_or_not_at_all,
@@ -138,6 +139,41 @@ async fn accept_transition_and_receipts(t: TestStore) {
         store.commit(batch(accept(Uuid::new_v4()))).await,
         Err(StoreError::Closed)
     ));
+}
+
+/// A second store on the same file or schema (another process) moves a trigger that
+/// the first has just written: the first must see that, not what it wrote last.
+async fn another_writer_s_transitions_are_seen(t: TestStore) {
+    let a = t.open().await;
+    let b = t.open().await;
+    let batch = |w| WriteBatch {
+        triggers: vec![w],
+        ..WriteBatch::default()
+    };
+    let id = Uuid::new_v4();
+    commit(&a, batch(accept(id))).await;
+    commit(&a, batch(transition(id, TriggerState::Sent, 1))).await;
+    commit(&b, batch(transition(id, TriggerState::Completed, 1))).await;
+    let err = a
+        .commit(batch(transition(id, TriggerState::Failed, 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::InvalidTransition {
+                from: TriggerState::Completed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        commit(&a, batch(accept(id))).await.existing,
+        vec![Some(TriggerState::Completed)]
+    );
+    b.close().await.unwrap();
+    a.close().await.unwrap();
 }
 
 async fn many_concurrent_callers_share_transactions(t: TestStore) {

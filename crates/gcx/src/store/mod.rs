@@ -19,6 +19,7 @@
 mod committer;
 mod convert;
 pub mod error;
+mod known_states;
 mod migrations;
 mod plan;
 mod postgres;

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, from_micros, micros};
 use super::error::db_error;
+use super::known_states::KnownStates;
 use super::migrations::{self, Scripts};
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
 use super::wal;
@@ -38,6 +39,9 @@ pub const DATABASE_FILE: &str = "gcx.db";
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A written group: each item's answer, and where it leaves the triggers it touched.
+type GroupWritten = (Vec<Result<Done, StoreError>>, Vec<(Uuid, TriggerState)>);
+
 /// Bound values per multi-row statement (SQLite allows 32,766); rows per statement are
 /// this divided by the columns.
 const MAX_BINDS: usize = 30_000;
@@ -47,6 +51,8 @@ pub(crate) struct SqliteBackend {
     write: Option<SqlitePool>,
     /// Checkpoints the WAL beside the writer; `None` when opened read-only.
     wal: Option<wal::Checkpointer>,
+    /// Unfinished triggers' states as the committer left them (used by it alone).
+    known: parking_lot::Mutex<KnownStates>,
     /// Read-only connections for every query.
     read: SqlitePool,
     /// The database file, as shown in messages.
@@ -124,6 +130,7 @@ impl SqliteBackend {
         Ok(SqliteBackend {
             write,
             wal,
+            known: parking_lot::Mutex::new(KnownStates::default()),
             read,
             location,
         })
@@ -169,8 +176,9 @@ impl SqliteBackend {
             .map_err(self.db())?;
         let written = self.write_in_transaction(&mut conn, items, context).await;
         let outcome = match written {
-            Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
+            Ok((results, changes)) => match sqlx::query("COMMIT").execute(&mut *conn).await {
                 Ok(_) => {
+                    self.known.lock().committed(changes);
                     if let Some(wal) = &self.wal {
                         wal.committed();
                     }
@@ -180,6 +188,7 @@ impl SqliteBackend {
             },
             Err(e) => e,
         };
+        self.known.lock().forget();
         match sqlx::query("ROLLBACK").execute(&mut *conn).await {
             Err(e) if !e.to_string().contains("no transaction is active") => {
                 tracing::warn!(error = %e, "rollback failed; replacing the write connection");
@@ -190,15 +199,35 @@ impl SqliteBackend {
         Err(outcome)
     }
 
+    /// Writes the group; returns each item's answer and the triggers' states after it.
     async fn write_in_transaction(
         &self,
         conn: &mut SqliteConnection,
         items: &[&Work],
         context: &GroupContext,
-    ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    ) -> Result<GroupWritten, StoreError> {
         let ids = plan::trigger_ids(items);
-        let stored = self.load_states(conn, &ids).await?;
+        let mut stored = Vec::new();
+        if !ids.is_empty() {
+            let version: i64 = sqlx::query_scalar("PRAGMA data_version")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(self.db())?;
+            let (known, unknown) = {
+                let mut known = self.known.lock();
+                known.begin(version);
+                known.split(&ids)
+            };
+            stored = known;
+            stored.extend(self.load_states(conn, &unknown).await?);
+        }
         let mut plan = plan::plan(items, stored);
+        let changes: Vec<(Uuid, TriggerState)> = plan
+            .new_triggers
+            .iter()
+            .map(|t| (t.correlation_id, t.now.state))
+            .chain(plan.changed_triggers.iter().map(|(id, c)| (*id, c.state)))
+            .collect();
         let now = now_micros();
         self.insert_triggers(conn, &plan.new_triggers).await?;
         self.update_triggers(conn, &plan.changed_triggers).await?;
@@ -218,11 +247,12 @@ impl SqliteBackend {
                 }
             }
         }
-        Ok(plan
+        let results = plan
             .results
             .into_iter()
             .map(|r| r.unwrap_or(Err(StoreError::Closed)))
-            .collect())
+            .collect();
+        Ok((results, changes))
     }
 
     /// The stored state of each of `ids` that exists (all the plan needs of them).
