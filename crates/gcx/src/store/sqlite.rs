@@ -113,20 +113,21 @@ impl SqliteBackend {
             probe_writable(&pool, &location).await?;
             Some(pool)
         };
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(0)
+            .connect_with(base.clone().read_only(true))
+            .await
+            .map_err(|e| open_error(&location, e))?;
+        // Started last: nothing after it can fail and leave its task running.
         let wal = match write {
             Some(_) => Some(
-                wal::Checkpointer::start(&path, base.clone())
+                wal::Checkpointer::start(&path, base)
                     .await
                     .map_err(|e| open_error(&location, e))?,
             ),
             None => None,
         };
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .min_connections(0)
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(|e| open_error(&location, e))?;
         Ok(SqliteBackend {
             write,
             wal,
