@@ -337,12 +337,16 @@ impl PgBackend {
         let mut head = self.lock_chain_head(tx).await?;
         let records = chain::link(&mut head, now, events, context.store_parameters);
         let r = &records;
+        // The head moves in the same statement (one round trip fewer per group): a
+        // data-modifying WITH runs to completion whatever the outer statement reads.
         sqlx::query(&format!(
-            "INSERT INTO audit_records ({AUDIT_COLUMNS}) SELECT * FROM UNNEST($1::bigint[], \
+            "WITH appended AS (INSERT INTO audit_records ({AUDIT_COLUMNS}) \
+             SELECT * FROM UNNEST($1::bigint[], \
              $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
              $7::timestamptz[], $8::float8[], $9::float8[], $10::float8[], $11::float8[], \
              $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
-             $18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[], $23::text[])"
+             $18::text[], $19::text[], $20::bigint[], $21::text[], $22::text[], $23::text[])) \
+             UPDATE audit_head SET seq = $24, hash = $25"
         ))
         .bind(r.iter().map(|r| convert::i64_of(r.seq)).collect::<Vec<_>>())
         .bind(r.iter().map(|r| r.recorded_at).collect::<Vec<_>>())
@@ -419,15 +423,11 @@ impl PgBackend {
         )
         .bind(r.iter().map(|r| r.prev_hash.as_str()).collect::<Vec<_>>())
         .bind(r.iter().map(|r| r.hash.as_str()).collect::<Vec<_>>())
+        .bind(convert::i64_of(head.seq))
+        .bind(&head.hash)
         .execute(&mut **tx)
         .await
         .map_err(self.db())?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2")
-            .bind(convert::i64_of(head.seq))
-            .bind(&head.hash)
-            .execute(&mut **tx)
-            .await
-            .map_err(self.db())?;
         if context.checkpoint_every > 0 {
             for r in records
                 .iter()
