@@ -1,8 +1,9 @@
-//! Group commit: one task takes every write from a channel, gathers up to
-//! `group_commit_max_rows` rows or `group_commit_interval` after the oldest waiting write,
-//! commits them in ONE transaction, and only then answers each caller. If the group
-//! transaction fails, each write is retried alone, so one bad batch cannot fail its
-//! neighbours, and each caller gets its own answer.
+//! Group commit: one committer (a task; for SQLite a thread, see [`spawn`]) takes every
+//! write from a channel, gathers up to `group_commit_max_rows` rows or
+//! `group_commit_interval` after the oldest waiting write, commits them in ONE
+//! transaction, and only then answers each caller. If the group transaction fails, each
+//! write is retried alone, so one bad batch cannot fail its neighbours, and each caller
+//! gets its own answer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
