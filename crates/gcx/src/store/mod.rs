@@ -24,7 +24,6 @@ mod migrations;
 mod plan;
 mod postgres;
 mod sqlite;
-mod wal;
 
 use std::sync::Arc;
 

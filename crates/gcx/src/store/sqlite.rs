@@ -1,8 +1,7 @@
 //! The embedded backend: one SQLite file `<data_dir>/gcx.db` in WAL mode with
 //! `synchronous = FULL` (a commit reported is on disk). One write connection, used only by
-//! the committer (so this process never contends with itself), one connection that
-//! checkpoints the WAL beside it ([`wal`]), and a small pool of read-only connections
-//! (WAL readers never block the writer).
+//! the committer (so this process never contends with itself), and a small pool of
+//! read-only connections (WAL readers never block the writer).
 //!
 //! Opening never changes a file that is not a gcx store: the header and the tables are
 //! inspected on a read-only connection before WAL mode or migrations touch anything.
@@ -25,7 +24,6 @@ use super::error::db_error;
 use super::known_states::KnownStates;
 use super::migrations::{self, Scripts};
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
-use super::wal;
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OutboxCounts, OutboxMessage, OutboxStatus,
     StoreError, TriggerRow, TriggerState,
@@ -49,8 +47,6 @@ const MAX_BINDS: usize = 30_000;
 pub(crate) struct SqliteBackend {
     /// The committer's connection; `None` when opened read-only.
     write: Option<SqlitePool>,
-    /// Checkpoints the WAL beside the writer; `None` when opened read-only.
-    wal: Option<wal::Checkpointer>,
     /// Unfinished triggers' states as the committer left them (used by it alone).
     known: parking_lot::Mutex<KnownStates>,
     /// Read-only connections for every query.
@@ -99,8 +95,7 @@ impl SqliteBackend {
                 .clone()
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .pragma("wal_autocheckpoint", wal::BACKSTOP_PAGES.to_string());
+                .synchronous(SqliteSynchronous::Full);
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
                 .min_connections(1)
@@ -116,21 +111,11 @@ impl SqliteBackend {
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(0)
-            .connect_with(base.clone().read_only(true))
+            .connect_with(base.read_only(true))
             .await
             .map_err(|e| open_error(&location, e))?;
-        // Started last: nothing after it can fail and leave its task running.
-        let wal = match write {
-            Some(_) => Some(
-                wal::Checkpointer::start(&path, base)
-                    .await
-                    .map_err(|e| open_error(&location, e))?,
-            ),
-            None => None,
-        };
         Ok(SqliteBackend {
             write,
-            wal,
             known: parking_lot::Mutex::new(KnownStates::default()),
             read,
             location,
@@ -142,9 +127,6 @@ impl SqliteBackend {
     }
 
     pub(crate) async fn close(&self) {
-        if let Some(wal) = &self.wal {
-            wal.stop().await;
-        }
         if let Some(write) = &self.write {
             write.close().await;
         }
@@ -180,9 +162,6 @@ impl SqliteBackend {
             Ok((results, changes)) => match sqlx::query("COMMIT").execute(&mut *conn).await {
                 Ok(_) => {
                     self.known.lock().committed(changes);
-                    if let Some(wal) = &self.wal {
-                        wal.committed();
-                    }
                     return Ok(results);
                 }
                 Err(e) => db_error(&self.location, e),
