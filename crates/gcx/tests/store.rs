@@ -62,6 +62,14 @@ fn message(key: &str, n: u32) -> NewOutboxMessage {
     }
 }
 
+/// `err` refuses a transition out of `from`.
+fn assert_refused_from(err: &StoreError, from: TriggerState) {
+    assert!(
+        matches!(err, StoreError::InvalidTransition { from: f, .. } if *f == from),
+        "{err}"
+    );
+}
+
 async fn commit(store: &Store, batch: WriteBatch) -> CommitReceipt {
     store.commit(batch).await.unwrap()
 }
@@ -95,16 +103,7 @@ async fn accept_transition_and_receipts(t: TestStore) {
         .commit(batch(transition(id, TriggerState::Sent, 2)))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::InvalidTransition {
-                from: TriggerState::Completed,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refused_from(&err, TriggerState::Completed);
     let unknown = Uuid::new_v4();
     let err = store
         .commit(batch(transition(unknown, TriggerState::Sent, 1)))
@@ -158,16 +157,7 @@ async fn another_writer_s_transitions_are_seen(t: TestStore) {
         .commit(batch(transition(id, TriggerState::Failed, 1)))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::InvalidTransition {
-                from: TriggerState::Completed,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_refused_from(&err, TriggerState::Completed);
     assert_eq!(
         commit(&a, batch(accept(id))).await.existing,
         vec![Some(TriggerState::Completed)]
