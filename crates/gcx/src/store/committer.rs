@@ -171,14 +171,13 @@ impl Handle {
 
 /// Runs `committer` until its channel closes.
 ///
-/// The SQLite committer gets a thread with its own single-threaded runtime. Each group
-/// hands several statements to sqlx's SQLite worker thread and back; on the shared
-/// runtime every hop back waited in the queue behind the dispatcher's and the in-process
-/// sandbox's tasks, and that wait is on the one path every write takes (A/B, `dispatch`:
-/// 5,713/5,766/5,284 -> 6,393/6,290/6,329 triggers/s). Nothing it polls is tied to the
-/// runtime that opened the store: SQLite connections talk to their worker threads through
-/// channels. PostgreSQL connections do socket I/O registered with the runtime that opened
-/// them, so that committer stays a task there.
+/// The SQLite committer gets a thread with its own single-threaded runtime: it writes
+/// synchronously on its `rusqlite` connection (`sqlite_writer`), which blocks the thread
+/// for the length of each group, so it must not be a worker of the shared runtime. (When
+/// it still wrote through sqlx, the thread alone gained 10 % in `dispatch`: every hop back
+/// from sqlx's worker thread had queued behind the dispatcher's and the sandbox's tasks.)
+/// PostgreSQL connections do socket I/O registered with the runtime that opened them, so
+/// that committer stays a task there.
 fn spawn(committer: Committer, rx: mpsc::Receiver<Message>) -> Result<(), StoreError> {
     if !matches!(committer.backend, Backend::Sqlite(_)) {
         tokio::spawn(committer.run(rx));

@@ -103,18 +103,7 @@ pub(crate) fn db_error(location: &str, err: sqlx::Error) -> StoreError {
                 return StoreError::Constraint { location, detail };
             }
             if let Ok(n) = code.parse::<i32>() {
-                // SQLite: extended result codes; the low byte is the primary code.
-                return match n & 0xff {
-                    5 | 6 => StoreError::Busy { location, detail },
-                    8 => StoreError::ReadOnly { location, detail },
-                    11 | 26 => StoreError::Corrupt { location, detail },
-                    13 => StoreError::Full { location, detail },
-                    14 => StoreError::ReadOnly {
-                        location,
-                        detail: format!("{detail}: cannot open the file or its -wal/-shm files"),
-                    },
-                    _ => StoreError::Database { location, detail },
-                };
+                return by_sqlite_code(location, n, detail);
             }
             match code.as_str() {
                 "53100" | "53200" => StoreError::Full { location, detail },
@@ -133,6 +122,48 @@ pub(crate) fn db_error(location: &str, err: sqlx::Error) -> StoreError {
             location,
             detail: err.to_string(),
         },
+    }
+}
+
+/// Maps an error of the SQLite committer's own connection (`rusqlite`) as [`db_error`]
+/// maps sqlx's.
+pub(crate) fn sqlite_error(location: &str, err: rusqlite::Error) -> StoreError {
+    let location = location.to_string();
+    match err {
+        rusqlite::Error::SqliteFailure(failure, message) => {
+            let detail = message.unwrap_or_else(|| failure.to_string());
+            match failure.extended_code {
+                // UNIQUE, PRIMARY KEY, CHECK, NOT NULL (as sqlx classifies them).
+                2067 | 1555 | 275 | 1299 => StoreError::Constraint { location, detail },
+                n => by_sqlite_code(location, n, detail),
+            }
+        }
+        e @ (rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..)) => StoreError::Decode {
+            location,
+            detail: e.to_string(),
+        },
+        e => StoreError::Database {
+            location,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// SQLite's extended result code `code` (the low byte is the primary code) as a
+/// [`StoreError`].
+fn by_sqlite_code(location: String, code: i32, detail: String) -> StoreError {
+    match code & 0xff {
+        5 | 6 => StoreError::Busy { location, detail },
+        8 => StoreError::ReadOnly { location, detail },
+        11 | 26 => StoreError::Corrupt { location, detail },
+        13 => StoreError::Full { location, detail },
+        14 => StoreError::ReadOnly {
+            location,
+            detail: format!("{detail}: cannot open the file or its -wal/-shm files"),
+        },
+        _ => StoreError::Database { location, detail },
     }
 }
 

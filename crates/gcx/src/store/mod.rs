@@ -24,6 +24,7 @@ mod migrations;
 mod plan;
 mod postgres;
 mod sqlite;
+mod sqlite_writer;
 
 use std::sync::Arc;
 
