@@ -928,13 +928,84 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 99,
-                known: 1,
+                known: 2,
                 ..
             }
         ),
         "{err}"
     );
     assert!(err.to_string().contains("gcx.db"), "{err}");
+}
+
+/// A store written by the first schema (its script run by sqlx's migrator, as gcx 0.1
+/// ran it) opens, is upgraded, and keeps its rows and its outbox id high-water mark.
+#[tokio::test]
+async fn a_version_1_sqlite_store_is_upgraded_with_its_rows() {
+    use sqlx::Connection;
+    let t = store_support::sqlite().await;
+    let scripts = tempfile::tempdir().unwrap();
+    std::fs::write(
+        scripts.path().join("0001_init.sql"),
+        include_str!("../migrations/sqlite/0001_init.sql"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(&t.config.data_dir).unwrap();
+    let path = t.config.data_dir.join("gcx.db");
+    let mut conn =
+        sqlx::SqliteConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+    sqlx::migrate::Migrator::new(scripts.path())
+        .await
+        .unwrap()
+        .run_direct(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let id = Uuid::new_v4();
+    t.exec(&format!(
+        "INSERT INTO triggers VALUES ('{id}', 'a', '{{}}', 'sent', 1, 1, 1, NULL, NULL); \
+         INSERT INTO outbox (message_id, endpoint, ordering_key, body, created_at, \
+           next_attempt_at, status) VALUES \
+           ('msg_1', 'crm', '{id}', '{{}}', 1, 1, 'pending'), \
+           ('msg_2', 'crm', '{id}', '{{}}', 1, 1, 'pending'); \
+         DELETE FROM outbox WHERE message_id = 'msg_2';"
+    ))
+    .await;
+
+    let store = t.open().await;
+    let row = store
+        .trigger(id)
+        .await
+        .unwrap()
+        .expect("the trigger was kept");
+    assert_eq!(row.state, TriggerState::Sent);
+    commit(
+        &store,
+        WriteBatch {
+            triggers: vec![transition(id, TriggerState::Completed, 1)],
+            outbox: vec![message(&id.to_string(), 3)],
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    let ids: Vec<i64> = store
+        .outbox_list(Some(OutboxStatus::Pending), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, [1, 3], "id 2 is not handed out again");
+    store.close().await.unwrap();
+    // The rules still hold after the rebuild.
+    let refused = t.try_exec("UPDATE triggers SET state = 'lost'").await;
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("CHECK")),
+        "a state outside the five is refused"
+    );
+    let refused = t.try_exec("UPDATE outbox SET status = 'gone'").await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("CHECK")));
 }
 
 #[tokio::test]
@@ -1022,7 +1093,7 @@ async fn full_and_read_only_file_systems_are_named() {
             .status()
             .is_ok_and(|s| s.success())
     };
-    if !mount("size=160k") {
+    if !mount("size=320k") {
         eprintln!("note: skipping the full/read-only file system test: cannot mount a tmpfs");
         return;
     }
@@ -1054,7 +1125,7 @@ async fn full_and_read_only_file_systems_are_named() {
                 break;
             }
         }
-        let err = full.expect("160 KiB never filled up");
+        let err = full.expect("320 KiB never filled up");
         assert!(matches!(err, StoreError::Full { .. }), "{err}");
         assert!(err.to_string().contains("gcx.db"), "{err}");
         store.close().await.unwrap();

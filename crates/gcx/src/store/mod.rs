@@ -14,6 +14,8 @@
 //! - `committer`: the group-commit task (gathers batches, one transaction, answers each).
 //! - `plan`: what one group changes, computed in memory (trigger state machine, receipts).
 //! - `sqlite`, `postgres`: one backend each: open, schema checks, migrations, SQL.
+//! - `sqlite_writer`: the SQLite committer's own connection and every statement that
+//!   writes the file; `wal`: the thread that checkpoints its WAL beside it.
 //! - `migrations`: the embedded migration scripts of `crates/gcx/migrations/`.
 
 mod committer;
@@ -25,6 +27,7 @@ mod plan;
 mod postgres;
 mod sqlite;
 mod sqlite_writer;
+mod wal;
 
 use std::sync::Arc;
 

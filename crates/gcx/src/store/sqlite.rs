@@ -23,8 +23,7 @@ use super::error::db_error;
 use super::migrations::{self, Scripts};
 use super::sqlite_writer::Writer;
 use super::{
-    EndpointState, FinalOutcome, OutboxCounts, OutboxMessage, OutboxStatus,
-    StoreError, TriggerRow,
+    EndpointState, FinalOutcome, OutboxCounts, OutboxMessage, OutboxStatus, StoreError, TriggerRow,
 };
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
 
@@ -33,7 +32,6 @@ pub const DATABASE_FILE: &str = "gcx.db";
 
 /// How long a connection waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 
 pub(crate) struct SqliteBackend {
     /// The committer's connection; `None` when opened read-only, `Some(None)` once closed.

@@ -22,12 +22,16 @@ use super::convert::{self, micros};
 use super::error::sqlite_error;
 use super::known_states::KnownStates;
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
+use super::wal::{self, Checkpointer};
 use super::{NewOutboxMessage, StoreError, TriggerState};
 use crate::audit::Checkpoint;
 use crate::audit::chain::{self, ChainHead, Link};
 
+/// One item's own answer.
+type Answer = Result<Done, StoreError>;
+
 /// A written group: each item's answer, and where it leaves the triggers it touched.
-type GroupWritten = (Vec<Result<Done, StoreError>>, Vec<(Uuid, TriggerState)>);
+type GroupWritten = (Vec<Answer>, Vec<(Uuid, TriggerState)>);
 
 /// The write connection's page cache, in KiB (SQLite's default is 2 MiB). A group
 /// touches pages all over the trigger and outbox indexes; with the default the
@@ -41,6 +45,8 @@ pub(crate) struct Writer {
     conn: Connection,
     /// Unfinished triggers' states as this writer left them.
     known: KnownStates,
+    /// Checkpoints the WAL beside the writer (closed with it).
+    checkpointer: Checkpointer,
     location: String,
 }
 
@@ -67,7 +73,9 @@ impl Writer {
             .map_err(err)?;
         conn.execute_batch(&format!(
             "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA cache_size = -{CACHE_KIB};"
+             PRAGMA cache_size = -{CACHE_KIB}; \
+             PRAGMA wal_autocheckpoint = {};",
+            wal::BACKSTOP_PAGES
         ))
         .map_err(err)?;
         conn.execute_batch(
@@ -75,9 +83,14 @@ impl Writer {
         )
         .and_then(|()| conn.execute_batch("ROLLBACK"))
         .map_err(err)?;
+        let checkpointer = Checkpointer::start(path).map_err(|e| StoreError::Database {
+            location: location.to_string(),
+            detail: format!("cannot start the WAL checkpointer: {e}"),
+        })?;
         Ok(Writer {
             conn,
             known: KnownStates::default(),
+            checkpointer,
             location: location.to_string(),
         })
     }
@@ -92,14 +105,17 @@ impl Writer {
         &mut self,
         items: &[&Work],
         context: &GroupContext,
-    ) -> Result<Vec<Result<Done, StoreError>>, StoreError> {
+    ) -> Result<Vec<Answer>, StoreError> {
         // Begun and ended by hand: after SQLITE_FULL or an I/O error SQLite may already
         // have rolled back by itself, which `is_autocommit` tells.
-        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())?;
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.err())?;
         let outcome = match self.write_in_transaction(items, context) {
             Ok((results, changes)) => match self.conn.execute_batch("COMMIT") {
                 Ok(()) => {
                     self.known.committed(changes);
+                    self.checkpointer.committed();
                     return Ok(results);
                 }
                 Err(e) => sqlite_error(&self.location, e),
@@ -381,7 +397,7 @@ impl Writer {
         work: &Work,
         context: &GroupContext,
         now: DateTime<Utc>,
-    ) -> Result<Result<Done, StoreError>, StoreError> {
+    ) -> Result<Answer, StoreError> {
         let conn = &self.conn;
         match work {
             Work::Retry {
@@ -499,7 +515,7 @@ impl Writer {
     fn mark_delivered(
         &self,
         rows: &[DeliveredRow],
-    ) -> Result<Vec<(usize, Result<Done, StoreError>)>, StoreError> {
+    ) -> Result<Vec<(usize, Answer)>, StoreError> {
         let mut updated = HashSet::with_capacity(rows.len());
         {
             let mut update = self
@@ -532,7 +548,7 @@ impl Writer {
         &self,
         id: i64,
         updated: bool,
-    ) -> Result<Result<Done, StoreError>, StoreError> {
+    ) -> Result<Answer, StoreError> {
         if updated {
             return Ok(Ok(Done::Unit));
         }
