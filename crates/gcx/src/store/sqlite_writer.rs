@@ -512,10 +512,7 @@ impl Writer {
 
     /// Marks a run of pending rows delivered; answers each row (by its item index): a row
     /// no longer pending is left alone, a missing one is an error.
-    fn mark_delivered(
-        &self,
-        rows: &[DeliveredRow],
-    ) -> Result<Vec<(usize, Answer)>, StoreError> {
+    fn mark_delivered(&self, rows: &[DeliveredRow]) -> Result<Vec<(usize, Answer)>, StoreError> {
         let mut updated = HashSet::with_capacity(rows.len());
         {
             let mut update = self
@@ -544,11 +541,7 @@ impl Writer {
         Ok(answers)
     }
 
-    fn updated_or_missing(
-        &self,
-        id: i64,
-        updated: bool,
-    ) -> Result<Answer, StoreError> {
+    fn updated_or_missing(&self, id: i64, updated: bool) -> Result<Answer, StoreError> {
         if updated {
             return Ok(Ok(Done::Unit));
         }
