@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file `<data_dir>/gcx.db` in WAL mode with
 //! `synchronous = FULL` (a commit reported is on disk). One write connection, used only by
-//! the committer (so this process never contends with itself), and a small pool of
-//! read-only connections (WAL readers never block the writer).
+//! the committer (so this process never contends with itself; it and every statement
+//! that writes are in `sqlite_writer`), and a small sqlx pool of read-only connections
+//! (WAL readers never block the writer). This module opens, inspects, migrates and reads.
 //!
 //! Opening never changes a file that is not a gcx store: the header and the tables are
 //! inspected on a read-only connection before WAL mode or migrations touch anything.
