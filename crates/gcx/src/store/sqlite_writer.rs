@@ -10,7 +10,7 @@
 //! One `BEGIN IMMEDIATE` transaction per group. Dropping the writer closes the file.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -48,6 +48,9 @@ pub(crate) struct Writer {
     /// Checkpoints the WAL beside the writer (closed with it).
     checkpointer: Checkpointer,
     location: String,
+    /// Where and how to connect again when a transaction cannot be ended.
+    path: PathBuf,
+    busy_timeout: Duration,
 }
 
 impl Writer {
@@ -59,30 +62,12 @@ impl Writer {
         location: &str,
         busy_timeout: Duration,
     ) -> Result<Writer, StoreError> {
-        let err = |e| sqlite_error(location, e);
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(busy_timeout).map_err(err)?;
-        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        // `journal_mode` answers with a row; the others answer nothing.
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(err)?;
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-             PRAGMA cache_size = -{CACHE_KIB}; \
-             PRAGMA wal_autocheckpoint = {};",
-            wal::BACKSTOP_PAGES
-        ))
-        .map_err(err)?;
+        let conn = connect(path, busy_timeout).map_err(|e| sqlite_error(location, e))?;
         conn.execute_batch(
             "BEGIN IMMEDIATE; UPDATE gcx_meta SET value = value WHERE key = 'application';",
         )
         .and_then(|()| conn.execute_batch("ROLLBACK"))
-        .map_err(err)?;
+        .map_err(|e| sqlite_error(location, e))?;
         let checkpointer = Checkpointer::start(path).map_err(|e| StoreError::Database {
             location: location.to_string(),
             detail: format!("cannot start the WAL checkpointer: {e}"),
@@ -92,6 +77,8 @@ impl Writer {
             known: KnownStates::default(),
             checkpointer,
             location: location.to_string(),
+            path: path.to_path_buf(),
+            busy_timeout,
         })
     }
 
@@ -108,6 +95,7 @@ impl Writer {
     ) -> Result<Vec<Answer>, StoreError> {
         // Begun and ended by hand: after SQLITE_FULL or an I/O error SQLite may already
         // have rolled back by itself, which `is_autocommit` tells.
+        self.end_stray_transaction();
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(self.err())?;
@@ -123,12 +111,28 @@ impl Writer {
             Err(e) => e,
         };
         self.known.forget();
-        if !self.conn.is_autocommit()
-            && let Err(e) = self.conn.execute_batch("ROLLBACK")
-        {
-            tracing::warn!(error = %sqlite_error(&self.location, e), "rollback failed");
-        }
+        self.end_stray_transaction();
         Err(outcome)
+    }
+
+    /// Rolls back a transaction left open, or, when even that fails, replaces the
+    /// connection (closing it rolls the transaction back): every later BEGIN would fail
+    /// on it. If no new connection can be made yet, the next group tries again.
+    fn end_stray_transaction(&mut self) {
+        if self.conn.is_autocommit() {
+            return;
+        }
+        if let Err(e) = self.conn.execute_batch("ROLLBACK")
+            && !self.conn.is_autocommit()
+        {
+            tracing::warn!(error = %sqlite_error(&self.location, e), "rollback failed; replacing the write connection");
+            match connect(&self.path, self.busy_timeout) {
+                Ok(conn) => self.conn = conn,
+                Err(e) => {
+                    tracing::warn!(error = %sqlite_error(&self.location, e), "cannot reconnect yet");
+                }
+            }
+        }
     }
 
     /// Writes the group; returns each item's answer and the triggers' states after it.
@@ -559,6 +563,24 @@ impl Writer {
     }
 }
 
+/// A write connection to `path`, set up as the writer needs it.
+fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // `journal_mode` answers with a row; the others answer nothing.
+    let _: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -{CACHE_KIB}; PRAGMA wal_autocheckpoint = {};",
+        wal::BACKSTOP_PAGES
+    ))?;
+    Ok(conn)
+}
+
 fn insert_link(insert: &mut rusqlite::CachedStatement<'_>, r: &Link<'_>) -> rusqlite::Result<()> {
     let e = &r.event;
     insert.execute(params![
@@ -587,4 +609,57 @@ fn insert_link(insert: &mut rusqlite::CachedStatement<'_>, r: &Link<'_>) -> rusq
         r.hash,
     ])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AuditKeys;
+
+    #[test]
+    fn a_transaction_left_open_is_ended_before_the_next_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gcx.db");
+        let setup = Connection::open(&path).unwrap();
+        setup
+            .execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
+            .unwrap();
+        setup
+            .execute_batch(include_str!(
+                "../../migrations/sqlite/0002_check_without_in.sql"
+            ))
+            .unwrap();
+        drop(setup);
+        let mut writer = Writer::open(&path, "gcx.db", Duration::from_secs(1)).unwrap();
+        let context = GroupContext {
+            keys: AuditKeys::load_or_generate(dir.path()).unwrap(),
+            checkpoint_every: 0,
+            store_parameters: false,
+        };
+        let endpoint = |name: &str| Work::Endpoint {
+            name: name.into(),
+            disabled: true,
+            reason: None,
+        };
+        // As SQLITE_FULL or an I/O error can leave it: inside a transaction, with a
+        // change the group never meant to make.
+        writer
+            .conn
+            .execute_batch("BEGIN; DELETE FROM gcx_meta;")
+            .unwrap();
+        let answers = writer.write_group(&[&endpoint("crm")], &context).unwrap();
+        assert!(answers[0].is_ok());
+        let check = Connection::open(&path).unwrap();
+        let count = |sql: &str| check.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        assert_eq!(
+            count("SELECT COUNT(*) FROM endpoints"),
+            1,
+            "the group committed"
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM gcx_meta"),
+            2,
+            "the stray change did not"
+        );
+    }
 }
