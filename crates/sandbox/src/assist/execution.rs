@@ -68,22 +68,28 @@ pub(crate) struct Accepted {
     pub(crate) due: Instant,
 }
 
-/// Runs the action: at once when its latency is 0, otherwise in its own task.
+/// Runs the action: at once when its latency is 0, otherwise on the engine's clock. Its
+/// result is built now, so that at the deadline only the hand-over is left.
 pub(crate) fn start(state: &Arc<AppState>, action: Accepted) {
+    let frame = result_frame(&action.trigger, action.plan);
     if action.plan.run.is_zero() {
-        finish(state, action);
+        finish(state, action, frame);
         return;
     }
-    let state = state.clone();
-    let stopping = state.engine.stopping();
-    let due = state.engine.sleep_until(action.due);
-    tokio::spawn(async move {
-        tokio::select! {
-            true = due => finish(&state, action),
+    // Weak: the clock belongs to the engine, and a pending job must not keep it alive.
+    let weak = Arc::downgrade(state);
+    let due = action.due;
+    state.engine.run_at(
+        due,
+        Box::new(move || {
             // The sandbox is going away: nobody is left to receive the result.
-            _ = stopping.cancelled() => {}
-        }
-    });
+            if let Some(state) = weak.upgrade()
+                && !state.engine.is_stopping()
+            {
+                finish(&state, action, frame);
+            }
+        }),
+    );
 }
 
 /// The `result` frame of an action that ended as `plan` says.
@@ -127,8 +133,7 @@ fn result_frame(trigger: &ActionTriggerPayload, plan: Plan) -> Utf8Bytes {
 
 /// Ends the action: frees its slot, keeps its result for re-sends and delivers it to
 /// every open connection of the tenant that sent this id.
-fn finish(state: &AppState, action: Accepted) {
-    let frame = result_frame(&action.trigger, action.plan);
+fn finish(state: &AppState, action: Accepted, frame: Utf8Bytes) {
     let id = action.trigger.correlation_id;
     let stats = &state.stats.assist;
     {

@@ -8,7 +8,7 @@
 //! - [`outbox`]: a connection's outgoing frame queue and its single writer task.
 //! - [`admission`]: one `send` from validation to `ack` or refusal.
 //! - [`execution`]: running an acked action and delivering its `result`.
-//! - [`clock`]: the engine's clock, waking actions when their latency is up (sub-ms).
+//! - [`clock`]: the engine's clock, ending actions when their latency is up (sub-ms).
 //! - [`tenant`]: per-tenant state shared by the tenant's connections.
 //! - [`idempotency`]: the capped, windowed store of acked ids and their results.
 //! - [`send_rate`]: the per-tenant token bucket behind `sends_per_second`.
@@ -101,21 +101,24 @@ impl Engine {
         self.stopping.clone()
     }
 
-    /// Completes at `due`; `false` when the engine went away first.
-    pub(crate) fn sleep_until(
-        &self,
-        due: std::time::Instant,
-    ) -> impl std::future::Future<Output = bool> + use<> {
-        let clock = self.clock.as_ref().map(|c| c.sleep_until(due));
-        async move {
-            match clock {
-                Some(sleeping) => sleeping.await,
-                None => {
-                    tokio::time::sleep_until(due.into()).await;
-                    true
-                }
-            }
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.is_cancelled()
+    }
+
+    /// Runs `job` at `due`: on the clock's thread, or, without one, in a task woken by
+    /// tokio's timer. Dropped without running when the engine stops first.
+    pub(crate) fn run_at(&self, due: std::time::Instant, job: clock::Job) {
+        if let Some(clock) = &self.clock {
+            clock.run_at(due, job);
+            return;
         }
+        let stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => job(),
+                () = stopping.cancelled() => {}
+            }
+        });
     }
 
     pub(crate) fn next_connection_id(&self) -> ConnId {
