@@ -45,7 +45,7 @@ pub(crate) enum Scripts {
 }
 
 impl Scripts {
-    fn list(self) -> &'static [Script] {
+    pub(crate) fn list(self) -> &'static [Script] {
         match self {
             Scripts::Sqlite => SQLITE,
             Scripts::Postgres => POSTGRES,

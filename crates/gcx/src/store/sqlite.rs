@@ -398,13 +398,13 @@ impl SqliteBackend {
     }
 }
 
-const TRIGGER_COLUMNS: &str = "correlation_id, action_type, payload, state, attempts, \
+pub(super) const TRIGGER_COLUMNS: &str = "correlation_id, action_type, payload, state, attempts, \
     accepted_at, updated_at, output, error";
 
 const OUTBOX_COLUMNS: &str = "o.id, o.message_id, o.endpoint, o.ordering_key, o.body, \
     o.created_at, o.attempts, o.next_attempt_at, o.status, o.last_error, o.last_status";
 
-const AUDIT_COLUMNS: &str = "seq, recorded_at, correlation_id, action_type, status, \
+pub(super) const AUDIT_COLUMNS: &str = "seq, recorded_at, correlation_id, action_type, status, \
     started_at, ended_at, latency_ms, queue_wait_ms, send_to_ack_ms, send_to_result_ms, \
     agent_id, session_id, interaction_type, catalogue_version, parameters_sha256, parameters, \
     outcome, error, retries, instance, prev_hash, hash";

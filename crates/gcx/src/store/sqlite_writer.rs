@@ -22,6 +22,7 @@ use super::convert::{self, micros};
 use super::error::sqlite_error;
 use super::known_states::KnownStates;
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
+use super::sqlite::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
 use super::wal::{self, Checkpointer};
 use super::{NewOutboxMessage, StoreError, TriggerState};
 use crate::audit::Checkpoint;
@@ -51,6 +52,9 @@ pub(crate) struct Writer {
     /// Where and how to connect again when a transaction cannot be ended.
     path: PathBuf,
     busy_timeout: Duration,
+    /// One-row INSERTs over the column lists that the readers in `sqlite` select.
+    insert_trigger: String,
+    insert_audit: String,
 }
 
 impl Writer {
@@ -79,6 +83,8 @@ impl Writer {
             location: location.to_string(),
             path: path.to_path_buf(),
             busy_timeout,
+            insert_trigger: insert_row("triggers", TRIGGER_COLUMNS),
+            insert_audit: insert_row("audit_records", AUDIT_COLUMNS),
         })
     }
 
@@ -213,11 +219,7 @@ impl Writer {
         }
         let mut insert = self
             .conn
-            .prepare_cached(
-                "INSERT INTO triggers (correlation_id, action_type, payload, state, attempts, \
-                 accepted_at, updated_at, output, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
+            .prepare_cached(&self.insert_trigger)
             .map_err(self.err())?;
         for t in rows {
             insert
@@ -336,14 +338,7 @@ impl Writer {
         let records = chain::link(&mut head, now, events, context.store_parameters);
         let mut insert = self
             .conn
-            .prepare_cached(
-                "INSERT INTO audit_records (seq, recorded_at, correlation_id, action_type, \
-                 status, started_at, ended_at, latency_ms, queue_wait_ms, send_to_ack_ms, \
-                 send_to_result_ms, agent_id, session_id, interaction_type, catalogue_version, \
-                 parameters_sha256, parameters, outcome, error, retries, instance, prev_hash, \
-                 hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, \
-                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-            )
+            .prepare_cached(&self.insert_audit)
             .map_err(self.err())?;
         for r in &records {
             insert_link(&mut insert, r).map_err(self.err())?;
@@ -563,6 +558,16 @@ impl Writer {
     }
 }
 
+/// `INSERT INTO table (columns) VALUES (?1, ..., ?n)`, one placeholder per column.
+fn insert_row(table: &str, columns: &str) -> String {
+    let n = columns.split(',').count();
+    let placeholders: Vec<String> = (1..=n).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO {table} ({columns}) VALUES ({})",
+        placeholders.join(", ")
+    )
+}
+
 /// A write connection to `path`, set up as the writer needs it.
 fn connect(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
@@ -615,20 +620,30 @@ fn insert_link(insert: &mut rusqlite::CachedStatement<'_>, r: &Link<'_>) -> rusq
 mod tests {
     use super::*;
     use crate::audit::AuditKeys;
+    use crate::store::migrations::Scripts;
+
+    #[test]
+    fn insert_row_has_one_placeholder_per_column() {
+        assert_eq!(
+            insert_row("t", "a, b,\n c"),
+            "INSERT INTO t (a, b,\n c) VALUES (?1, ?2, ?3)"
+        );
+        assert_eq!(
+            insert_row("audit_records", AUDIT_COLUMNS)
+                .matches('?')
+                .count(),
+            23
+        );
+    }
 
     #[test]
     fn a_transaction_left_open_is_ended_before_the_next_group() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gcx.db");
         let setup = Connection::open(&path).unwrap();
-        setup
-            .execute_batch(include_str!("../../migrations/sqlite/0001_init.sql"))
-            .unwrap();
-        setup
-            .execute_batch(include_str!(
-                "../../migrations/sqlite/0002_check_without_in.sql"
-            ))
-            .unwrap();
+        for (_, _, sql) in Scripts::Sqlite.list() {
+            setup.execute_batch(sql).unwrap();
+        }
         drop(setup);
         let mut writer = Writer::open(&path, "gcx.db", Duration::from_secs(1)).unwrap();
         let context = GroupContext {

@@ -120,17 +120,22 @@ fn run(conn: &Connection, woken: &Receiver<()>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn commits_are_checkpointed_by_the_thread_not_the_writer() {
+    /// A database in WAL mode with one table `t`, and its writer after running `setup`.
+    fn wal_db(setup: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = Connection::open(&path).unwrap();
         writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0; \
-                 CREATE TABLE t (x BLOB);",
-            )
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; {setup} CREATE TABLE t (x BLOB);"
+            ))
             .unwrap();
+        (dir, path, writer)
+    }
+
+    #[test]
+    fn commits_are_checkpointed_by_the_thread_not_the_writer() {
+        let (_dir, path, writer) = wal_db("PRAGMA wal_autocheckpoint = 0;");
         let checkpointer = Checkpointer::start(&path).unwrap();
         for _ in 0..20 {
             writer
@@ -171,12 +176,7 @@ mod tests {
 
     #[test]
     fn dropping_it_closes_its_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).unwrap();
-        writer
-            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
-            .unwrap();
+        let (_dir, path, writer) = wal_db("");
         // SQLite keeps a closed connection's descriptor open while another connection
         // of the process holds the file (POSIX locks are per process), so the
         // checkpointer's own is seen alone.
