@@ -82,8 +82,15 @@ pub async fn dispatch(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let payloads = crate::demo::triggers::generate_valid(triggers, 1, &catalogue);
-    let done = AtomicU64::new(0);
-    let figures = crate::demo::dispatch::dispatch(&dispatcher, payloads, &done).await;
+    // The loop awaiting outcomes runs on a worker thread, as `gcx trigger`'s does: on the
+    // benchmark's `block_on` thread every outcome would unpark that thread.
+    let collector = dispatcher.clone();
+    let figures = tokio::spawn(async move {
+        let done = AtomicU64::new(0);
+        crate::demo::dispatch::dispatch(&collector, payloads, &done).await
+    })
+    .await
+    .map_err(|e| BenchError::Incomplete(format!("the dispatch loop ended: {e}")))?;
     dispatcher.shutdown().await;
     store.close().await?;
     let _ = sandbox.shutdown().await;

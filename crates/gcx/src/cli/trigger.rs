@@ -126,7 +126,14 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
 
     let progress = progress_bar(valid.len() as u64, &args);
     let total = valid.len() as u64;
-    let (outcomes, halted) = dispatch_all(&dispatcher, valid, &progress).await;
+    // On a worker thread: on the command's `block_on` thread every outcome would unpark
+    // that thread.
+    let (outcomes, halted) = {
+        let (d, p) = (dispatcher.clone(), progress.clone());
+        tokio::spawn(async move { dispatch_all(&d, valid, &p).await })
+            .await
+            .context("the dispatch loop ended")?
+    };
     progress.finish_and_clear();
     // Triggers resumed from an earlier run but absent from this input finish too.
     let _ = dispatcher.drain(Duration::from_secs(5)).await;
