@@ -66,7 +66,7 @@ async fn commit_pairs(store: &Store, keys: usize) -> u64 {
     for state in ["initiated", "completed"] {
         let outbox = ids
             .iter()
-            .map(|id| delivery::message(delivery::CRM, id, crm_body(id, state)))
+            .map(|id| delivery::message(delivery::CRM, id, &crm_body(id, state)))
             .collect();
         store
             .commit(WriteBatch {
@@ -282,7 +282,7 @@ async fn a_dead_endpoint_does_not_stall_the_other(t: TestStore) {
     let dead = format!("http://{}/crm/webhook", free_addr());
     commit_pairs(&store, 5).await;
     let exports: Vec<_> = (0..5)
-        .map(|i| delivery::message(delivery::QA, &format!("run-{i}"), json!({"run_id": i})))
+        .map(|i| delivery::message(delivery::QA, &format!("run-{i}"), &json!({"run_id": i})))
         .collect();
     store
         .commit(WriteBatch {

@@ -814,8 +814,7 @@ async fn run(
                 triggers: vec![TriggerWrite::Accept {
                     correlation_id: id,
                     action_type: payload.action_type.clone(),
-                    // Plain data: serialization cannot fail.
-                    payload: serde_json::to_value(payload).unwrap_or_default(),
+                    payload: crate::store::json_text(payload),
                     at: accepted_at,
                 }],
                 ..WriteBatch::default()

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
-use crate::store::{NewOutboxMessage, TriggerState, TriggerWrite, WriteBatch};
+use crate::store::{NewOutboxMessage, TriggerState, TriggerWrite, WriteBatch, json_text};
 
 /// The outbox endpoint name of the CRM webhook.
 pub const CRM_ENDPOINT: &str = "crm";
@@ -104,10 +104,8 @@ impl Recorder {
                 state,
                 attempts: t.attempts,
                 at,
-                output: result.output.clone(),
-                error: error
-                    .as_ref()
-                    .map(|e| json!({"code": e.code, "message": e.message})),
+                output: result.output.as_ref().map(json_text),
+                error: error.as_ref().map(error_text),
             }],
             ..WriteBatch::default()
         };
@@ -138,7 +136,7 @@ impl Recorder {
                 attempts: t.attempts,
                 at,
                 output: None,
-                error: Some(json!({"code": error.code, "message": error.message})),
+                error: Some(error_text(&error)),
             }],
             ..WriteBatch::default()
         };
@@ -191,8 +189,7 @@ impl Recorder {
             message_id: crate::delivery::new_message_id(),
             endpoint: CRM_ENDPOINT.to_owned(),
             ordering_key: correlation_id,
-            // A struct of strings: serialization cannot fail.
-            body: serde_json::to_value(&body).unwrap_or(Value::Null),
+            body: json_text(&body),
         });
     }
 
@@ -234,6 +231,11 @@ impl Recorder {
             instance: self.instance.clone(),
         }
     }
+}
+
+/// A trigger's stored `error`: `{"code", "message"}`.
+fn error_text(e: &ResultError) -> Box<serde_json::value::RawValue> {
+    json_text(&json!({"code": e.code, "message": e.message}))
 }
 
 /// SHA-256 (hex) of the canonical JSON of a `parameterMatrix`.
@@ -315,6 +317,11 @@ mod tests {
         .unwrap()
     }
 
+    /// A row's body as the CRM will read it.
+    fn body(m: &NewOutboxMessage) -> Value {
+        serde_json::from_str(m.body.get()).unwrap()
+    }
+
     fn recorder(crm: bool) -> Recorder {
         Recorder {
             crm,
@@ -374,8 +381,8 @@ mod tests {
         assert_eq!(row.endpoint, "crm");
         assert_eq!(row.ordering_key, "550e8400-e29b-41d4-a716-446655440000");
         assert!(row.message_id.starts_with("msg_") && row.message_id.len() == 36);
-        assert_eq!(row.body["executionState"], "initiated");
-        assert_eq!(row.body["agentId"], "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
+        assert_eq!(body(row)["executionState"], "initiated");
+        assert_eq!(body(row)["agentId"], "a1b2c3d4-e5f6-7890-abcd-ef1234567890");
         assert_eq!(batch.audit[0].status, "sent");
         assert_eq!(batch.audit[0].parameters, None);
         assert_eq!(batch.audit[0].queue_wait_ms, Some(3.0));
@@ -399,13 +406,13 @@ mod tests {
             message: "429 after 2 retries".into(),
         };
         let batch = recorder(true).rejected(&facts(&p, &sha), &refusal, Utc::now());
-        let states: Vec<&Value> = batch
+        let states: Vec<Value> = batch
             .outbox
             .iter()
-            .map(|m| &m.body["executionState"])
+            .map(|m| body(m)["executionState"].clone())
             .collect();
-        assert_eq!(states, [&json!("initiated"), &json!("failed")]);
-        assert_eq!(batch.outbox[1].body["error"]["code"], "rate_limited");
+        assert_eq!(states, [json!("initiated"), json!("failed")]);
+        assert_eq!(body(&batch.outbox[1])["error"]["code"], "rate_limited");
         assert_eq!(batch.audit[0].outcome, "failure");
     }
 
@@ -425,8 +432,8 @@ mod tests {
             engine_latency_ms: 5,
         };
         let batch = recorder(true).finished(&facts(&p, &sha), &result, Utc::now());
-        assert_eq!(batch.outbox[0].body["executionState"], "failed");
-        assert_eq!(batch.outbox[0].body["error"]["code"], "timeout");
+        assert_eq!(body(&batch.outbox[0])["executionState"], "failed");
+        assert_eq!(body(&batch.outbox[0])["error"]["code"], "timeout");
         assert_eq!(batch.audit[0].status, "failed");
         assert!(matches!(
             batch.triggers[0],

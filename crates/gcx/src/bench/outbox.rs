@@ -54,7 +54,7 @@ pub async fn deliveries(messages: usize, parallel: usize) -> Result<OutboxMeasur
                         "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "sessionId": "session-1",
                         "timestamp": "2026-11-21T10:00:00.000Z", "executionState": state,
                     });
-                    delivery::message(delivery::CRM, id, body)
+                    delivery::message(delivery::CRM, id, &body)
                 })
                 .collect();
             store

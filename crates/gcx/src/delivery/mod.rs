@@ -58,12 +58,16 @@ pub fn new_message_id() -> String {
 /// An outbox row for `endpoint` (`crm` or `qa`) with a fresh `webhook-id`
 /// ([`new_message_id`]). Rows sharing `ordering_key` (the correlationId) are delivered in
 /// the order they were committed.
-pub fn message(endpoint: &str, ordering_key: &str, body: serde_json::Value) -> NewOutboxMessage {
+pub fn message<T: serde::Serialize + ?Sized>(
+    endpoint: &str,
+    ordering_key: &str,
+    body: &T,
+) -> NewOutboxMessage {
     NewOutboxMessage {
         message_id: new_message_id(),
         endpoint: endpoint.to_owned(),
         ordering_key: ordering_key.to_owned(),
-        body,
+        body: crate::store::json_text(body),
     }
 }
 
@@ -73,8 +77,8 @@ mod tests {
 
     #[test]
     fn messages_get_unique_standard_ids() {
-        let a = message(CRM, "c1", serde_json::json!({"x": 1}));
-        let b = message(CRM, "c1", serde_json::json!({"x": 1}));
+        let a = message(CRM, "c1", &serde_json::json!({"x": 1}));
+        let b = message(CRM, "c1", &serde_json::json!({"x": 1}));
         assert_ne!(a.message_id, b.message_id);
         assert!(a.message_id.starts_with("msg_"));
         assert_eq!(a.message_id.len(), 4 + 32);

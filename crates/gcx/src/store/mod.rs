@@ -34,6 +34,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
@@ -101,6 +102,15 @@ impl std::fmt::Display for TriggerState {
     }
 }
 
+/// `value` as the JSON text a write stores. Writes carry JSON as text, serialized once
+/// by whoever builds them: the committer only binds it, and a batch holds a few strings
+/// rather than a tree of small allocations for the committer's thread to free.
+pub fn json_text<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
+    // Only a type whose `Serialize` fails (none of ours: plain data with string keys)
+    // could end here; `null` then says so in the row instead of losing the write.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
 /// One change to a trigger inside a [`WriteBatch`].
 #[derive(Debug, Clone)]
 pub enum TriggerWrite {
@@ -110,7 +120,7 @@ pub enum TriggerWrite {
         correlation_id: Uuid,
         action_type: String,
         /// The validated payload as JSON (re-sent verbatim on resume).
-        payload: Value,
+        payload: Box<RawValue>,
         at: DateTime<Utc>,
     },
     /// Move a stored trigger to `state`.
@@ -121,9 +131,9 @@ pub enum TriggerWrite {
         attempts: u32,
         at: DateTime<Utc>,
         /// The result's `output` (completed) ...
-        output: Option<Value>,
+        output: Option<Box<RawValue>>,
         /// ... or its `error` (failed / rejected).
-        error: Option<Value>,
+        error: Option<Box<RawValue>>,
     },
 }
 
@@ -137,7 +147,7 @@ pub struct NewOutboxMessage {
     /// Messages with the same key are delivered in insertion order (the correlationId).
     pub ordering_key: String,
     /// The JSON body, sent byte for byte as serialized here.
-    pub body: Value,
+    pub body: Box<RawValue>,
 }
 
 /// Delivery state of an outbox message.

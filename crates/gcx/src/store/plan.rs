@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::committer::{Done, Work};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::{CommitReceipt, NewOutboxMessage, StoreError, TriggerState, TriggerWrite, WriteBatch};
 use crate::audit::AuditEvent;
@@ -39,7 +39,7 @@ pub(crate) struct Plan<'a> {
 pub(crate) struct NewTrigger<'a> {
     pub correlation_id: Uuid,
     pub action_type: &'a str,
-    pub payload: &'a Value,
+    pub payload: &'a RawValue,
     pub accepted_at: DateTime<Utc>,
     /// Where the group leaves it.
     pub now: Change<'a>,
@@ -51,8 +51,8 @@ pub(crate) struct Change<'a> {
     pub state: TriggerState,
     pub attempts: u32,
     pub updated_at: DateTime<Utc>,
-    pub output: Option<&'a Value>,
-    pub error: Option<&'a Value>,
+    pub output: Option<&'a RawValue>,
+    pub error: Option<&'a RawValue>,
 }
 
 /// One `Work::Delivered`: item `index` marks outbox row `id` delivered.
@@ -123,7 +123,7 @@ pub(crate) fn trigger_ids(items: &[&Work]) -> Vec<Uuid> {
 #[derive(Debug, Clone, Copy)]
 struct Entry<'a> {
     /// `Some` when this group accepted it (then written with INSERT, else UPDATE).
-    new: Option<(&'a str, &'a Value, DateTime<Utc>)>,
+    new: Option<(&'a str, &'a RawValue, DateTime<Utc>)>,
     now: Change<'a>,
     changed: bool,
 }
@@ -249,8 +249,8 @@ fn apply_batch<'a>(
                     state: *state,
                     attempts: *attempts,
                     updated_at: truncate_to_micros(*at),
-                    output: output.as_ref(),
-                    error: error.as_ref(),
+                    output: output.as_deref(),
+                    error: error.as_deref(),
                 };
                 entry.changed = true;
                 overlay.insert(*correlation_id, entry);
@@ -295,7 +295,7 @@ mod tests {
         TriggerWrite::Accept {
             correlation_id: id,
             action_type: "a".into(),
-            payload: json!({}),
+            payload: crate::store::json_text(&json!({})),
             at: Utc::now(),
         }
     }

@@ -212,7 +212,7 @@ impl PgBackend {
         .bind(rows.iter().map(|t| t.action_type).collect::<Vec<_>>())
         .bind(
             rows.iter()
-                .map(|t| convert::to_text(t.payload))
+                .map(|t| t.payload.get().to_owned())
                 .collect::<Vec<_>>(),
         )
         .bind(
@@ -313,7 +313,7 @@ impl PgBackend {
         .bind(
             messages
                 .iter()
-                .map(|m| convert::to_text(&m.body))
+                .map(|m| m.body.get().to_owned())
                 .collect::<Vec<_>>(),
         )
         .bind(now)
@@ -400,7 +400,7 @@ impl PgBackend {
                 .map(|r| r.event.parameters_sha256.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(opt_texts(r.iter().map(|r| r.parameters())))
+        .bind(r.iter().map(|r| r.parameters().map(convert::to_text)).collect::<Vec<_>>())
         .bind(
             r.iter()
                 .map(|r| r.event.outcome.as_str())
@@ -971,9 +971,9 @@ const AUDIT_COLUMNS: &str = "seq, recorded_at, correlation_id, action_type, stat
     outcome, error, retries, instance, prev_hash, hash";
 
 fn opt_texts<'a>(
-    values: impl Iterator<Item = Option<&'a serde_json::Value>>,
+    values: impl Iterator<Item = Option<&'a serde_json::value::RawValue>>,
 ) -> Vec<Option<String>> {
-    values.map(|v| v.map(convert::to_text)).collect()
+    values.map(|v| v.map(|v| v.get().to_owned())).collect()
 }
 
 fn get<'r, T>(row: &'r PgRow, index: usize, location: &str) -> Result<T, StoreError>

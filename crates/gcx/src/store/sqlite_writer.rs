@@ -16,6 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use uuid::Uuid;
+use serde_json::value::RawValue;
 
 use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, micros};
@@ -226,13 +227,13 @@ impl Writer {
                 .execute(params![
                     t.correlation_id.to_string(),
                     t.action_type,
-                    convert::to_text(t.payload),
+                    t.payload.get(),
                     t.now.state.as_str(),
                     i64::from(t.now.attempts),
                     micros(t.accepted_at),
                     micros(t.now.updated_at),
-                    t.now.output.map(convert::to_text),
-                    t.now.error.map(convert::to_text),
+                    t.now.output.map(RawValue::get),
+                    t.now.error.map(RawValue::get),
                 ])
                 .map_err(self.err())?;
         }
@@ -257,8 +258,8 @@ impl Writer {
                     t.state.as_str(),
                     i64::from(t.attempts),
                     micros(t.updated_at),
-                    t.output.map(convert::to_text),
-                    t.error.map(convert::to_text),
+                    t.output.map(RawValue::get),
+                    t.error.map(RawValue::get),
                 ])
                 .map_err(self.err())?;
         }
@@ -313,7 +314,7 @@ impl Writer {
                     m.message_id,
                     m.endpoint,
                     m.ordering_key,
-                    convert::to_text(&m.body),
+                    m.body.get(),
                     created_at,
                     status,
                     last_error,
