@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -171,6 +172,26 @@ impl WsMessage {
     }
 }
 
+/// A received frame with its payload left as JSON text: the envelope is parsed once and
+/// the payload straight into the type its `type` names ([`WsFrame::payload_as`]), with
+/// no JSON tree built in between. What a client reads; [`WsMessage`] is what it sends.
+#[derive(Debug, Deserialize)]
+pub struct WsFrame<'a> {
+    #[serde(rename = "type")]
+    pub kind: MessageType,
+    #[serde(default, borrow)]
+    pub payload: Option<&'a RawValue>,
+    #[serde(default)]
+    pub error: Option<WsError>,
+}
+
+impl WsFrame<'_> {
+    /// The payload parsed as `P`, if there is one and it has that shape.
+    pub fn payload_as<P: for<'de> Deserialize<'de>>(&self) -> Option<P> {
+        serde_json::from_str(self.payload?.get()).ok()
+    }
+}
+
 fn to_value<P: Serialize>(p: &P) -> Value {
     // Every payload type here is plain data with string keys: serialization cannot fail.
     serde_json::to_value(p).unwrap_or(Value::Null)
@@ -250,17 +271,31 @@ pub struct ResultError {
 }
 
 /// `result` payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResultPayload {
     pub correlation_id: Uuid,
     pub action_type: String,
     pub state: ResultState,
+    /// The action's output as JSON text: a client stores and forwards it as it came,
+    /// so it is kept as text rather than parsed into a tree.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output: Option<Value>,
+    pub output: Option<Box<RawValue>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ResultError>,
     pub engine_latency_ms: u64,
+}
+
+impl PartialEq for ResultPayload {
+    /// Outputs compare as text (what was sent).
+    fn eq(&self, other: &Self) -> bool {
+        self.correlation_id == other.correlation_id
+            && self.action_type == other.action_type
+            && self.state == other.state
+            && self.output.as_ref().map(|o| o.get()) == other.output.as_ref().map(|o| o.get())
+            && self.error == other.error
+            && self.engine_latency_ms == other.engine_latency_ms
+    }
 }
 
 /// `error` payload; every member optional.

@@ -104,7 +104,7 @@ impl Recorder {
                 state,
                 attempts: t.attempts,
                 at,
-                output: result.output.as_ref().map(json_text),
+                output: result.output.clone(),
                 error: error.as_ref().map(error_text),
             }],
             ..WriteBatch::default()

@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use gcx_protocol::assist::{
     AckPayload, CHANNEL_CAPACITY, CapacityPayload, ClosingPayload, ConnectedPayload, ErrorPayload,
-    MessageType, ResultPayload, WsMessage, close,
+    MessageType, ResultPayload, WsFrame, WsMessage, close,
 };
 use parking_lot::RwLock;
 use rand::Rng;
@@ -514,14 +514,14 @@ impl Supervisor {
                         // Pings are answered by tungstenite; binary frames are not ours.
                         Some(Ok(_)) => continue,
                     };
-                    let message: WsMessage = match serde_json::from_str(message.as_str()) {
+                    let message: WsFrame<'_> = match serde_json::from_str(message.as_str()) {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::warn!(error = %e, "assist stream sent a frame that is not a message");
                             continue;
                         }
                     };
-                    if let Some(end) = self.on_message(epoch, message, &mut closing, &mut refused_scopes) {
+                    if let Some(end) = self.on_message(epoch, &message, &mut closing, &mut refused_scopes) {
                         break end;
                     }
                 }
@@ -571,16 +571,16 @@ impl Supervisor {
     fn on_message(
         &self,
         epoch: u64,
-        mut message: WsMessage,
+        message: &WsFrame<'_>,
         closing: &mut Option<(Instant, Duration)>,
         refused_scopes: &mut Option<(Vec<String>, String)>,
     ) -> Option<End> {
         match message.kind {
-            MessageType::Ack => match take_payload::<AckPayload>(&mut message) {
+            MessageType::Ack => match message.payload_as::<AckPayload>() {
                 Some(ack) => self.emit(StreamEvent::Ack { epoch, ack }),
                 None => tracing::warn!("`ack` without a valid payload"),
             },
-            MessageType::Result => match take_payload::<ResultPayload>(&mut message) {
+            MessageType::Result => match message.payload_as::<ResultPayload>() {
                 Some(result) => self.emit(StreamEvent::Result { epoch, result }),
                 None => tracing::warn!("`result` without a valid payload"),
             },
@@ -590,7 +590,7 @@ impl Supervisor {
                     .as_ref()
                     .map(|e| (e.code, e.message.clone()))
                     .unwrap_or((0, String::new()));
-                let payload = take_payload::<ErrorPayload>(&mut message).unwrap_or_default();
+                let payload = message.payload_as::<ErrorPayload>().unwrap_or_default();
                 if payload.correlation_id.is_none() {
                     match code {
                         401 => tracing::warn!(%text, "assist stream: token refused"),
@@ -610,14 +610,14 @@ impl Supervisor {
                     payload,
                 });
             }
-            MessageType::Capacity => match take_payload::<CapacityPayload>(&mut message) {
+            MessageType::Capacity => match message.payload_as::<CapacityPayload>() {
                 Some(c) => self.emit(StreamEvent::Capacity {
                     max_concurrent_actions: c.max_concurrent_actions,
                 }),
                 None => tracing::warn!("`capacity` without a valid payload"),
             },
             MessageType::Closing => {
-                let within = take_payload::<ClosingPayload>(&mut message)
+                let within = message.payload_as::<ClosingPayload>()
                     .map(|c| Duration::from_millis(c.reconnect_within_ms))
                     .unwrap_or(Duration::from_secs(1));
                 tracing::info!(epoch, ?within, "assist stream: server closing");
@@ -645,11 +645,6 @@ impl Supervisor {
             *link = None;
         }
     }
-}
-
-/// The payload parsed as `P`, moved out of the message (no copy of the JSON tree).
-fn take_payload<P: serde::de::DeserializeOwned>(message: &mut WsMessage) -> Option<P> {
-    serde_json::from_value(message.payload.take()?).ok()
 }
 
 /// The one writer: feeds every queued frame, flushes once per burst.

@@ -97,7 +97,9 @@ fn result_frame(trigger: &ActionTriggerPayload, plan: Plan) -> Utf8Bytes {
     let (state, output, error) = match plan.ending {
         Ending::Completed => (
             ResultState::Completed,
-            Some(output(&trigger.action_type, &trigger.parameter_matrix)),
+            // Plain data with string keys: serialization cannot fail.
+            serde_json::value::to_raw_value(&output(&trigger.action_type, &trigger.parameter_matrix))
+                .ok(),
             None,
         ),
         Ending::EngineError => (
