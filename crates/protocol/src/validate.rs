@@ -95,7 +95,7 @@ pub fn validate_trigger(
     let mut out = Violations::default();
     let Some(top) = value.as_object() else {
         out.push(
-            "",
+            &Path::Root,
             ViolationCode::Type,
             format!(
                 "expected a JSON object (an ActionTriggerPayload), found {}",
@@ -117,7 +117,7 @@ pub fn validate_trigger(
     let mut correlation_id = None;
     let mut max_retries = Some(0);
     for (key, v) in top {
-        let path = pointer("", key);
+        let path = Path::Root.key(key);
         match key.as_str() {
             "actionType" => action_type = check_action_type(&path, v, catalogue, &mut out),
             "parameterMatrix" => parameters = check_parameters(&path, v, action, &mut out),
@@ -146,7 +146,7 @@ pub fn validate_trigger(
                 _ => "a UUID version 4".to_owned(),
             };
             out.push(
-                &pointer("", key),
+                &Path::Root.key(key),
                 ViolationCode::Required,
                 format!("{key} is missing; expected {accepted}"),
             );
@@ -210,9 +210,27 @@ pub fn escape_pointer_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
 }
 
-/// `parent` + `/` + the escaped `token`.
-fn pointer(parent: &str, token: &str) -> String {
-    format!("{parent}/{}", escape_pointer_token(token))
+/// Where a value sits, as a JSON Pointer built only when a violation names it: checking a
+/// valid trigger formats no paths.
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Root,
+    Key(&'a Path<'a>, &'a str),
+    Index(&'a Path<'a>, usize),
+}
+
+impl<'a> Path<'a> {
+    fn key(&'a self, key: &'a str) -> Path<'a> {
+        Path::Key(self, key)
+    }
+
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Key(parent, key) => format!("{}/{}", parent.render(), escape_pointer_token(key)),
+            Path::Index(parent, i) => format!("{}/{i}", parent.render()),
+        }
+    }
 }
 
 /// Whether `s` is a BCP 47 tag as section 3.5 defines it:
@@ -246,9 +264,9 @@ pub fn parse_uuid_v4(s: &str) -> Option<Uuid> {
 struct Violations(Vec<Violation>);
 
 impl Violations {
-    fn push(&mut self, path: &str, code: ViolationCode, message: String) {
+    fn push(&mut self, path: &Path<'_>, code: ViolationCode, message: String) {
         self.0.push(Violation {
-            path: path.to_owned(),
+            path: path.render(),
             code,
             message,
         });
@@ -294,51 +312,52 @@ fn within(n: usize, min: Option<usize>, max: Option<usize>) -> bool {
 }
 
 /// Reports `null` or `type` unless `v` is a string; returns it when it is.
-fn expect_str<'v>(path: &str, v: &'v Value, what: &str, out: &mut Violations) -> Option<&'v str> {
+///
+/// `what` (what was expected, for the message) is only built when there is one to write;
+/// so with every `what` below.
+fn expect_str<'v>(
+    path: &Path<'_>,
+    v: &'v Value,
+    what: impl FnOnce() -> String,
+    out: &mut Violations,
+) -> Option<&'v str> {
     match v {
         Value::String(s) => Some(s),
-        Value::Null => {
-            out.push(
-                path,
-                ViolationCode::Null,
-                format!("null is not allowed; expected {what}"),
-            );
-            None
-        }
         other => {
-            out.push(
-                path,
-                ViolationCode::Type,
-                format!("expected {what}, found {}", describe(other)),
-            );
+            wrong_type(path, other, what, out);
             None
         }
     }
 }
 
+/// Reports `v`, which is not of the expected type: `null` or `type`.
+fn wrong_type(path: &Path<'_>, v: &Value, what: impl FnOnce() -> String, out: &mut Violations) {
+    let what = what();
+    match v {
+        Value::Null => out.push(
+            path,
+            ViolationCode::Null,
+            format!("null is not allowed; expected {what}"),
+        ),
+        other => out.push(
+            path,
+            ViolationCode::Type,
+            format!("expected {what}, found {}", describe(other)),
+        ),
+    }
+}
+
 /// Reports `null` or `type` unless `v` is an object; returns it when it is.
 fn expect_object<'v>(
-    path: &str,
+    path: &Path<'_>,
     v: &'v Value,
     what: &str,
     out: &mut Violations,
 ) -> Option<&'v Map<String, Value>> {
     match v {
         Value::Object(o) => Some(o),
-        Value::Null => {
-            out.push(
-                path,
-                ViolationCode::Null,
-                format!("null is not allowed; expected {what}"),
-            );
-            None
-        }
         other => {
-            out.push(
-                path,
-                ViolationCode::Type,
-                format!("expected {what}, found {}", describe(other)),
-            );
+            wrong_type(path, other, || what.to_owned(), out);
             None
         }
     }
@@ -351,7 +370,12 @@ enum IntegerValue {
     Huge,
 }
 
-fn expect_integer(path: &str, v: &Value, what: &str, out: &mut Violations) -> Option<IntegerValue> {
+fn expect_integer(
+    path: &Path<'_>,
+    v: &Value,
+    what: impl FnOnce() -> String,
+    out: &mut Violations,
+) -> Option<IntegerValue> {
     match v {
         Value::Number(n) => {
             if let Some(i) = n.as_i64() {
@@ -365,39 +389,28 @@ fn expect_integer(path: &str, v: &Value, what: &str, out: &mut Violations) -> Op
                     path,
                     ViolationCode::Type,
                     format!(
-                        "expected {what} (a number without fraction or exponent), found number {n}"
+                        "expected {} (a number without fraction or exponent), found number {n}",
+                        what()
                     ),
                 );
                 None
             }
         }
-        Value::Null => {
-            out.push(
-                path,
-                ViolationCode::Null,
-                format!("null is not allowed; expected {what}"),
-            );
-            None
-        }
         other => {
-            out.push(
-                path,
-                ViolationCode::Type,
-                format!("expected {what}, found {}", describe(other)),
-            );
+            wrong_type(path, other, what, out);
             None
         }
     }
 }
 
 fn check_action_type(
-    path: &str,
+    path: &Path<'_>,
     v: &Value,
     catalogue: &Catalogue,
     out: &mut Violations,
 ) -> Option<String> {
-    let what = format!("one of {}", catalogue.action_list());
-    let name = expect_str(path, v, &format!("a string, {what}"), out)?;
+    let what = || format!("one of {}", catalogue.action_list());
+    let name = expect_str(path, v, || format!("a string, {}", what()), out)?;
     if catalogue.action(name).is_some() {
         Some(name.to_owned())
     } else {
@@ -405,8 +418,9 @@ fn check_action_type(
             path,
             ViolationCode::Enum,
             format!(
-                "unknown action type {}; expected {what} (catalogue {})",
+                "unknown action type {}; expected {} (catalogue {})",
                 quote(name),
+                what(),
                 catalogue.version()
             ),
         );
@@ -415,7 +429,7 @@ fn check_action_type(
 }
 
 fn check_parameters(
-    path: &str,
+    path: &Path<'_>,
     v: &Value,
     action: Option<&ActionSpec>,
     out: &mut Violations,
@@ -423,7 +437,7 @@ fn check_parameters(
     let matrix = expect_object(path, v, "an object of the action's parameters", out)?;
     let before = out.0.len();
     for (key, value) in matrix {
-        let p = pointer(path, key);
+        let p = path.key(key);
         let spec = action.and_then(|a| a.parameter(key));
         match (action, spec) {
             (Some(a), None) => out.push(
@@ -454,7 +468,7 @@ fn check_parameters(
         for spec in action.parameters.iter().filter(|s| s.required) {
             if !matrix.contains_key(&spec.name) {
                 out.push(
-                    &pointer(path, &spec.name),
+                    &path.key(&spec.name),
                     ViolationCode::Required,
                     format!(
                         "{} is required for {}; expected {}",
@@ -532,16 +546,16 @@ fn describe_string_rule(noun: &str, rule: &StringRule) -> String {
     s
 }
 
-fn check_parameter(path: &str, v: &Value, spec: &ParamSpec, out: &mut Violations) {
+fn check_parameter(path: &Path<'_>, v: &Value, spec: &ParamSpec, out: &mut Violations) {
+    let what = || describe_kind(&spec.kind);
     match &spec.kind {
         ParamKind::String(rule) => {
-            if let Some(s) = expect_str(path, v, &describe_kind(&spec.kind), out) {
+            if let Some(s) = expect_str(path, v, what, out) {
                 check_string(path, s, rule, out);
             }
         }
         ParamKind::Integer { min, max } => {
-            let what = describe_kind(&spec.kind);
-            match expect_integer(path, v, &what, out) {
+            match expect_integer(path, v, what, out) {
                 Some(IntegerValue::Fits(i))
                     if min.is_some_and(|lo| i < lo) || max.is_some_and(|hi| i > hi) =>
                 {
@@ -572,23 +586,10 @@ fn check_parameter(path: &str, v: &Value, spec: &ParamSpec, out: &mut Violations
             max_items,
             item,
         } => {
-            let what = describe_kind(&spec.kind);
             let items = match v {
                 Value::Array(items) => items,
-                Value::Null => {
-                    out.push(
-                        path,
-                        ViolationCode::Null,
-                        format!("null is not allowed; expected {what}"),
-                    );
-                    return;
-                }
                 other => {
-                    out.push(
-                        path,
-                        ViolationCode::Type,
-                        format!("expected {what}, found {}", describe(other)),
-                    );
+                    wrong_type(path, other, what, out);
                     return;
                 }
             };
@@ -603,10 +604,10 @@ fn check_parameter(path: &str, v: &Value, spec: &ParamSpec, out: &mut Violations
                     ),
                 );
             }
-            let item_what = describe_string_rule("a string", item);
             for (i, element) in items.iter().enumerate() {
-                let p = pointer(path, &i.to_string());
-                if let Some(s) = expect_str(&p, element, &item_what, out) {
+                let p = Path::Index(path, i);
+                let item_what = || describe_string_rule("a string", item);
+                if let Some(s) = expect_str(&p, element, item_what, out) {
                     check_string(&p, s, item, out);
                 }
             }
@@ -614,7 +615,7 @@ fn check_parameter(path: &str, v: &Value, spec: &ParamSpec, out: &mut Violations
     }
 }
 
-fn check_string(path: &str, s: &str, rule: &StringRule, out: &mut Violations) {
+fn check_string(path: &Path<'_>, s: &str, rule: &StringRule, out: &mut Violations) {
     let len = s.chars().count();
     if !within(len, rule.min_length, rule.max_length) {
         out.push(
@@ -638,7 +639,7 @@ fn check_string(path: &str, s: &str, rule: &StringRule, out: &mut Violations) {
     }
 }
 
-fn check_context(path: &str, v: &Value, out: &mut Violations) -> Option<BTreeMap<String, String>> {
+fn check_context(path: &Path<'_>, v: &Value, out: &mut Violations) -> Option<BTreeMap<String, String>> {
     let ctx = expect_object(
         path,
         v,
@@ -648,14 +649,14 @@ fn check_context(path: &str, v: &Value, out: &mut Violations) -> Option<BTreeMap
     let before = out.0.len();
     let mut kept = BTreeMap::new();
     for (key, value) in ctx {
-        let p = pointer(path, key);
+        let p = path.key(key);
         let what = match key.as_str() {
             "agentId" => "a UUID string",
             "sessionId" => "a string of 1 to 128 characters",
             "interactionType" => "a string, one of voice, chat, email, message, callback, video",
             _ => "a string (executionContext holds strings only)",
         };
-        let Some(s) = expect_str(&p, value, what, out) else {
+        let Some(s) = expect_str(&p, value, || what.to_owned(), out) else {
             continue;
         };
         match key.as_str() {
@@ -708,7 +709,7 @@ fn check_context(path: &str, v: &Value, out: &mut Violations) -> Option<BTreeMap
     ] {
         if !ctx.contains_key(key) {
             out.push(
-                &pointer(path, key),
+                &path.key(key),
                 ViolationCode::Required,
                 format!("executionContext.{key} is missing; expected {what}"),
             );
@@ -717,8 +718,8 @@ fn check_context(path: &str, v: &Value, out: &mut Violations) -> Option<BTreeMap
     (out.0.len() == before).then_some(kept)
 }
 
-fn check_correlation_id(path: &str, v: &Value, out: &mut Violations) -> Option<Uuid> {
-    let s = expect_str(path, v, "a UUID version 4 string", out)?;
+fn check_correlation_id(path: &Path<'_>, v: &Value, out: &mut Violations) -> Option<Uuid> {
+    let s = expect_str(path, v, || "a UUID version 4 string".to_owned(), out)?;
     let id = parse_uuid_v4(s);
     if id.is_none() {
         let found = if parse_hyphenated_uuid(s).is_some() {
@@ -737,9 +738,9 @@ fn check_correlation_id(path: &str, v: &Value, out: &mut Violations) -> Option<U
     id
 }
 
-fn check_max_retries(path: &str, v: &Value, out: &mut Violations) -> Option<u8> {
-    let what = format!("an integer from 0 to {MAX_RETRIES}");
-    let n = expect_integer(path, v, &what, out)?;
+fn check_max_retries(path: &Path<'_>, v: &Value, out: &mut Violations) -> Option<u8> {
+    let what = || format!("an integer from 0 to {MAX_RETRIES}");
+    let n = expect_integer(path, v, what, out)?;
     let fits = match n {
         IntegerValue::Fits(i) => u8::try_from(i).ok().filter(|r| *r <= MAX_RETRIES),
         IntegerValue::Huge => None,
@@ -748,7 +749,7 @@ fn check_max_retries(path: &str, v: &Value, out: &mut Violations) -> Option<u8> 
         out.push(
             path,
             ViolationCode::Range,
-            format!("value {v} is out of bounds; expected {what}"),
+            format!("value {v} is out of bounds; expected {}", what()),
         );
     }
     fits
@@ -760,7 +761,9 @@ mod tests {
 
     #[test]
     fn pointer_tokens_are_escaped() {
-        assert_eq!(pointer("/a", "b/c~d"), "/a/b~1c~0d");
+        let a = Path::Root.key("a");
+        assert_eq!(a.key("b/c~d").render(), "/a/b~1c~0d");
+        assert_eq!(Path::Index(&a, 2).render(), "/a/2");
         assert_eq!(escape_pointer_token("~1"), "~01");
     }
 

@@ -801,6 +801,9 @@ async fn run(
     let id = payload.correlation_id;
     let admitted_at = Instant::now();
     let accepted_at = Utc::now();
+    // Serialized once: the stored payload and the frame that sends it.
+    let payload_text = crate::store::json_text(payload);
+    let frame = Utf8Bytes::from(send_frame(&payload_text));
 
     // 1. Durable first.
     let (admission, acked, attempts) = match job.resume {
@@ -814,7 +817,7 @@ async fn run(
                 triggers: vec![TriggerWrite::Accept {
                     correlation_id: id,
                     action_type: payload.action_type.clone(),
-                    payload: crate::store::json_text(payload),
+                    payload: payload_text,
                     at: accepted_at,
                 }],
                 ..WriteBatch::default()
@@ -878,7 +881,7 @@ async fn run(
     run.queue_wait = Some(admitted_at.elapsed());
     *entry.slot.lock() = Some(slot);
     metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
-    let outcome = send_until_done(&mut run, entry, &mut events).await;
+    let outcome = send_until_done(&mut run, entry, &mut events, &frame).await;
     metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
     (admission, outcome)
 }
@@ -888,13 +891,13 @@ async fn send_until_done(
     run: &mut Run<'_>,
     entry: &Entry,
     events: &mut mpsc::UnboundedReceiver<TriggerEvent>,
+    frame: &Utf8Bytes,
 ) -> Outcome {
     let core = run.core;
-    let frame = Utf8Bytes::from(send_frame(run.payload));
     // Events taken off the channel early (while looking for a result behind an ack).
     let mut early: VecDeque<TriggerEvent> = VecDeque::new();
     'send: loop {
-        let Some(epoch) = core.send(&frame).await else {
+        let Some(epoch) = core.send(frame).await else {
             return run.halted();
         };
         let sent = Instant::now();
@@ -1069,14 +1072,14 @@ async fn finish(
     run.outcome(state, error)
 }
 
-/// `{"type":"send","payload":…}`, serialized straight from the payload (the same text
+/// `{"type":"send","payload":…}` around the payload's JSON text (the same text
 /// `WsMessage::send(p).to_json()` gives, without building a JSON tree first).
-fn send_frame(payload: &ActionTriggerPayload) -> String {
+fn send_frame(payload: &serde_json::value::RawValue) -> String {
     #[derive(serde::Serialize)]
     struct Send<'a> {
         #[serde(rename = "type")]
         kind: &'static str,
-        payload: &'a ActionTriggerPayload,
+        payload: &'a serde_json::value::RawValue,
     }
     // Plain data with string keys: serialization cannot fail.
     serde_json::to_string(&Send {
@@ -1112,7 +1115,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(
-            send_frame(&payload),
+            send_frame(&crate::store::json_text(&payload)),
             gcx_protocol::assist::WsMessage::send(&payload).to_json()
         );
     }
