@@ -24,6 +24,11 @@ const SQLITE: &[Script] = &[
         "check without in",
         include_str!("../../migrations/sqlite/0002_check_without_in.sql"),
     ),
+    (
+        3,
+        "outbox partial indexes",
+        include_str!("../../migrations/sqlite/0003_outbox_partial_indexes.sql"),
+    ),
 ];
 
 const POSTGRES: &[Script] = &[(
