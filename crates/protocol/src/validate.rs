@@ -554,33 +554,31 @@ fn check_parameter(path: &Path<'_>, v: &Value, spec: &ParamSpec, out: &mut Viola
                 check_string(path, s, rule, out);
             }
         }
-        ParamKind::Integer { min, max } => {
-            match expect_integer(path, v, what, out) {
-                Some(IntegerValue::Fits(i))
-                    if min.is_some_and(|lo| i < lo) || max.is_some_and(|hi| i > hi) =>
-                {
-                    out.push(
-                        path,
-                        ViolationCode::Range,
-                        format!(
-                            "value {i} is out of bounds; expected {}",
-                            bounds(*min, *max)
-                        ),
-                    );
-                }
-                Some(IntegerValue::Huge) if max.is_some() => {
-                    out.push(
-                        path,
-                        ViolationCode::Range,
-                        format!(
-                            "value {v} is out of bounds; expected {}",
-                            bounds(*min, *max)
-                        ),
-                    );
-                }
-                _ => {}
+        ParamKind::Integer { min, max } => match expect_integer(path, v, what, out) {
+            Some(IntegerValue::Fits(i))
+                if min.is_some_and(|lo| i < lo) || max.is_some_and(|hi| i > hi) =>
+            {
+                out.push(
+                    path,
+                    ViolationCode::Range,
+                    format!(
+                        "value {i} is out of bounds; expected {}",
+                        bounds(*min, *max)
+                    ),
+                );
             }
-        }
+            Some(IntegerValue::Huge) if max.is_some() => {
+                out.push(
+                    path,
+                    ViolationCode::Range,
+                    format!(
+                        "value {v} is out of bounds; expected {}",
+                        bounds(*min, *max)
+                    ),
+                );
+            }
+            _ => {}
+        },
         ParamKind::StringArray {
             min_items,
             max_items,
@@ -639,7 +637,11 @@ fn check_string(path: &Path<'_>, s: &str, rule: &StringRule, out: &mut Violation
     }
 }
 
-fn check_context(path: &Path<'_>, v: &Value, out: &mut Violations) -> Option<BTreeMap<String, String>> {
+fn check_context(
+    path: &Path<'_>,
+    v: &Value,
+    out: &mut Violations,
+) -> Option<BTreeMap<String, String>> {
     let ctx = expect_object(
         path,
         v,

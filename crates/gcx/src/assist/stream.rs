@@ -617,7 +617,8 @@ impl Supervisor {
                 None => tracing::warn!("`capacity` without a valid payload"),
             },
             MessageType::Closing => {
-                let within = message.payload_as::<ClosingPayload>()
+                let within = message
+                    .payload_as::<ClosingPayload>()
                     .map(|c| Duration::from_millis(c.reconnect_within_ms))
                     .unwrap_or(Duration::from_secs(1));
                 tracing::info!(epoch, ?within, "assist stream: server closing");

@@ -400,7 +400,11 @@ impl PgBackend {
                 .map(|r| r.event.parameters_sha256.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(r.iter().map(|r| r.parameters().map(convert::to_text)).collect::<Vec<_>>())
+        .bind(
+            r.iter()
+                .map(|r| r.parameters().map(convert::to_text))
+                .collect::<Vec<_>>(),
+        )
         .bind(
             r.iter()
                 .map(|r| r.event.outcome.as_str())

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use uuid::Uuid;
 use serde_json::value::RawValue;
+use uuid::Uuid;
 
 use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, micros};

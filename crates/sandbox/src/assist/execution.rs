@@ -98,8 +98,11 @@ fn result_frame(trigger: &ActionTriggerPayload, plan: Plan) -> Utf8Bytes {
         Ending::Completed => (
             ResultState::Completed,
             // Plain data with string keys: serialization cannot fail.
-            serde_json::value::to_raw_value(&output(&trigger.action_type, &trigger.parameter_matrix))
-                .ok(),
+            serde_json::value::to_raw_value(&output(
+                &trigger.action_type,
+                &trigger.parameter_matrix,
+            ))
+            .ok(),
             None,
         ),
         Ending::EngineError => (
