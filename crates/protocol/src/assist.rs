@@ -358,6 +358,39 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_result_frame_reads_back_with_its_output_as_sent() {
+        let result = ResultPayload {
+            correlation_id: Uuid::nil(),
+            action_type: "knowledge_search".into(),
+            state: ResultState::Completed,
+            output: serde_json::value::to_raw_value(&serde_json::json!({"b": [1, 2], "a": "x"}))
+                .ok(),
+            error: None,
+            engine_latency_ms: 3,
+        };
+        let text = WsMessage::with_payload(MessageType::Result, &result).to_json();
+        let frame: WsFrame<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame.kind, MessageType::Result);
+        let back: ResultPayload = frame.payload_as().unwrap();
+        assert_eq!(back, result);
+        assert_eq!(back.output.unwrap().get(), r#"{"b":[1,2],"a":"x"}"#);
+        // An error frame: payload and error both read.
+        let text = WsMessage::error(
+            429,
+            "busy",
+            ErrorPayload {
+                retry_after_ms: Some(5),
+                ..Default::default()
+            },
+        )
+        .to_json();
+        let frame: WsFrame<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(frame.error.as_ref().map(|e| e.code), Some(429));
+        let payload: ErrorPayload = frame.payload_as().unwrap();
+        assert_eq!(payload.retry_after_ms, Some(5));
+    }
+
+    #[test]
     fn unknown_type_parses_as_unknown() {
         let m: WsMessage = serde_json::from_str(r#"{"type":"bogus"}"#).unwrap();
         assert_eq!(m.kind, MessageType::Unknown);
