@@ -2,10 +2,12 @@
 //! stream within the engine's concurrency limit, retries what may be retried, and writes
 //! every step through the store (DESIGN.md, "data flow of one trigger").
 //!
-//! Shape: one task per admitted trigger ([`drive`]) and one router task that reads the
-//! stream's events and hands each to the trigger it concerns (by correlationId), or to all
-//! of them (a lost connection). A bounded window of admitted-but-unfinished triggers keeps
-//! memory and slot waits bounded: [`DispatcherHandle::submit`] waits for room in it.
+//! Shape: one task per admitted trigger ([`drive`]), and a router ([`route_event`]) that
+//! the stream's reader calls with each event as it reads it, which hands the event to the
+//! trigger it concerns (by correlationId), or to all of them (a lost connection), and
+//! frees a finished action's slot there and then. A bounded window of
+//! admitted-but-unfinished triggers keeps memory and slot waits bounded:
+//! [`DispatcherHandle::submit`] waits for room in it.
 //!
 //! Per trigger: `Accept` (durable) -> wait for a connection -> take a slot (deadline
 //! `slot_timeout`) -> send -> `ack`: `Sent` + outbox `initiated` + audit in one batch ->
@@ -245,7 +247,7 @@ impl Dispatcher {
         tokens: TokenProvider,
     ) -> Result<DispatcherHandle, DispatchError> {
         let unfinished = store.unfinished_triggers().await?;
-        let (stream, events) = AssistStream::connect(config.stream.clone(), tokens);
+        let stream_config = config.stream.clone();
         let (connection, _) = watch::channel(None);
         let (resumed_tx, _) = watch::channel(false);
         let core = Arc::new(Core {
@@ -253,7 +255,7 @@ impl Dispatcher {
             slots: Slots::new(0),
             config,
             store,
-            stream,
+            stream: OnceLock::new(),
             registry: Mutex::new(HashMap::new()),
             connection,
             halt: CancellationToken::new(),
@@ -266,11 +268,22 @@ impl Dispatcher {
             triggers_retried: AtomicU64::new(0),
             resumed_count: AtomicU64::new(unfinished.len() as u64),
         });
-        let router = tokio::spawn(route_events(core.clone(), events));
-        let handle = DispatcherHandle {
-            core: core.clone(),
-            router: Arc::new(Mutex::new(Some(router))),
-        };
+        // The reader calls the router directly: one task hop fewer per answer, and the
+        // freed slot reaches the next trigger sooner. Weak: the stream lives in `core`.
+        let router = Arc::downgrade(&core);
+        let stream = AssistStream::connect_with(
+            stream_config,
+            tokens,
+            Box::new(move |event| {
+                if let Some(core) = router.upgrade() {
+                    route_event(&core, event);
+                }
+            }),
+        );
+        // Set once, before anything can send: sends wait for `Connected`, which only
+        // this stream's events announce.
+        let _ = core.stream.set(stream);
+        let handle = DispatcherHandle { core: core.clone() };
         let feeder = handle.clone();
         tokio::spawn(async move {
             for row in unfinished {
@@ -300,13 +313,13 @@ impl Dispatcher {
 #[derive(Clone)]
 pub struct DispatcherHandle {
     core: Arc<Core>,
-    router: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 struct Core {
     config: DispatcherConfig,
     store: Store,
-    stream: AssistStream,
+    /// Set right after `core` is made (the stream's router holds it weakly).
+    stream: OnceLock<AssistStream>,
     slots: Slots,
     /// Room for admitted-but-unfinished triggers.
     window: Arc<Semaphore>,
@@ -447,7 +460,9 @@ impl DispatcherHandle {
     /// triggers stay `accepted`/`sent` in the store), and waits for them.
     pub async fn shutdown(&self) {
         self.core.halt_with("the dispatcher was shut down".into());
-        self.core.stream.shutdown().await;
+        if let Some(stream) = self.core.stream.get() {
+            stream.shutdown().await;
+        }
         // Every task watches `halt` and leaves the registry when it ends.
         loop {
             let idle = self.core.idle.notified();
@@ -457,11 +472,6 @@ impl DispatcherHandle {
                 break;
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), idle).await;
-        }
-        let router = self.router.lock().take();
-        if let Some(router) = router {
-            router.abort();
-            let _ = router.await;
         }
     }
 
@@ -546,7 +556,8 @@ impl Core {
         let mut connection = self.connection.subscribe();
         loop {
             if connection.borrow_and_update().is_some()
-                && let Ok(epoch) = self.stream.send_text(frame.clone()).await
+                && let Some(stream) = self.stream.get()
+                && let Ok(epoch) = stream.send_text(frame.clone()).await
             {
                 return Some(epoch);
             }
@@ -565,80 +576,79 @@ impl Core {
     }
 }
 
-/// Reads stream events and hands each to the trigger(s) it concerns.
-async fn route_events(core: Arc<Core>, mut events: mpsc::UnboundedReceiver<StreamEvent>) {
-    while let Some(event) = events.recv().await {
-        match event {
-            StreamEvent::Connected {
-                epoch,
-                max_concurrent_actions,
-                ..
-            } => {
-                if epoch > 1 {
-                    core.reconnects.fetch_add(1, Ordering::Relaxed);
-                }
-                core.set_limit_from_engine(max_concurrent_actions);
-                core.connection.send_replace(Some(epoch));
+/// Hands one stream event to the trigger(s) it concerns. Called by the stream's reader
+/// for each event in order; nothing here waits.
+fn route_event(core: &Core, event: StreamEvent) {
+    match event {
+        StreamEvent::Connected {
+            epoch,
+            max_concurrent_actions,
+            ..
+        } => {
+            if epoch > 1 {
+                core.reconnects.fetch_add(1, Ordering::Relaxed);
             }
-            StreamEvent::Capacity {
-                max_concurrent_actions,
-            } => {
-                tracing::info!(max_concurrent_actions, "engine capacity changed");
-                core.set_limit_from_engine(max_concurrent_actions);
+            core.set_limit_from_engine(max_concurrent_actions);
+            core.connection.send_replace(Some(epoch));
+        }
+        StreamEvent::Capacity {
+            max_concurrent_actions,
+        } => {
+            tracing::info!(max_concurrent_actions, "engine capacity changed");
+            core.set_limit_from_engine(max_concurrent_actions);
+        }
+        StreamEvent::Draining { epoch, .. } => {
+            core.connection
+                .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
+        }
+        StreamEvent::Disconnected { epoch, .. } => {
+            core.connection
+                .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
+            let entries: Vec<Arc<Entry>> = core.registry.lock().values().cloned().collect();
+            for entry in entries {
+                let _ = entry.events.send(TriggerEvent::Lost { epoch });
             }
-            StreamEvent::Draining { epoch, .. } => {
-                core.connection
-                    .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
+        }
+        StreamEvent::Ack { ack, .. } => {
+            route(
+                core,
+                ack.correlation_id,
+                TriggerEvent::Ack {
+                    duplicate: ack.duplicate,
+                    at: Instant::now(),
+                },
+            );
+        }
+        StreamEvent::Result { result, .. } => {
+            let entry = core.registry.lock().get(&result.correlation_id).cloned();
+            if let Some(entry) = entry {
+                // The engine freed its place; free ours before the store write.
+                drop(entry.slot.lock().take());
+                let _ = entry
+                    .events
+                    .send(TriggerEvent::Result(result, Instant::now()));
             }
-            StreamEvent::Disconnected { epoch, .. } => {
-                core.connection
-                    .send_if_modified(|c| c.take_if(|e| *e == epoch).is_some());
-                let entries: Vec<Arc<Entry>> = core.registry.lock().values().cloned().collect();
-                for entry in entries {
-                    let _ = entry.events.send(TriggerEvent::Lost { epoch });
-                }
-            }
-            StreamEvent::Ack { ack, .. } => {
-                route(
-                    &core,
-                    ack.correlation_id,
-                    TriggerEvent::Ack {
-                        duplicate: ack.duplicate,
-                        at: Instant::now(),
-                    },
-                );
-            }
-            StreamEvent::Result { result, .. } => {
-                let entry = core.registry.lock().get(&result.correlation_id).cloned();
-                if let Some(entry) = entry {
-                    // The engine freed its place; free ours before the store write.
-                    drop(entry.slot.lock().take());
-                    let _ = entry
-                        .events
-                        .send(TriggerEvent::Result(result, Instant::now()));
-                }
-            }
-            StreamEvent::Refused {
-                code,
-                message,
-                payload,
-                ..
-            } => match payload.correlation_id {
-                Some(id) => route(
-                    &core,
-                    id,
-                    TriggerEvent::Refused {
-                        code,
-                        message,
-                        payload,
-                    },
-                ),
-                None => tracing::warn!(code, %message, "assist stream refused a message"),
-            },
-            StreamEvent::Fatal { error } => {
-                core.connection.send_replace(None);
-                core.halt_with(error.to_string());
-            }
+        }
+        StreamEvent::Refused {
+            code,
+            message,
+            payload,
+            ..
+        } => match payload.correlation_id {
+            Some(id) => route(
+                core,
+                id,
+                TriggerEvent::Refused {
+                    code,
+                    message,
+                    payload,
+                },
+            ),
+            None => tracing::warn!(code, %message, "assist stream refused a message"),
+        },
+        StreamEvent::Fatal { error } => {
+            core.connection.send_replace(None);
+            core.halt_with(error.to_string());
         }
     }
 }

@@ -7,12 +7,14 @@
 //! intervals: the socket is dead), pings when the line is quiet, sends `reauth` on the live
 //! socket whenever the [`TokenProvider`] publishes a fresh token, and reconnects with
 //! exponential back-off and full jitter. What the server says comes out as
-//! [`StreamEvent`]s on an unbounded channel (unbounded so that the reader never waits on
-//! the dispatcher while the dispatcher waits on the writer).
+//! [`StreamEvent`]s, handed to an [`EventSink`] by the reader as each frame is read
+//! ([`AssistStream::connect_with`]: the dispatcher routes them there and then, one task
+//! hop fewer per answer), or sent on an unbounded channel ([`AssistStream::connect`]).
+//! Either way the reader never waits on its user while the user waits on the writer.
 //!
 //! **Invariant:** a connection's send link is cleared *before* its `Disconnected` event
 //! is emitted, so a frame [`AssistStream::send_text`] accepted for epoch `e` is always
-//! followed, on the event channel, by that frame's answer or by `Disconnected { epoch: e }`.
+//! followed, in the events, by that frame's answer or by `Disconnected { epoch: e }`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -174,6 +176,10 @@ impl Drop for AssistStream {
     }
 }
 
+/// Where the stream's events go. Called on the stream's own task, in order, once per
+/// event: it must not block or wait (hand anything slow to another task).
+pub type EventSink = Box<dyn Fn(StreamEvent) + Send + Sync>;
+
 impl AssistStream {
     /// Starts connecting in the background; events arrive on the returned receiver.
     pub fn connect(
@@ -181,6 +187,19 @@ impl AssistStream {
         tokens: TokenProvider,
     ) -> (AssistStream, mpsc::UnboundedReceiver<StreamEvent>) {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let sink: EventSink = Box::new(move |event| {
+            // The receiver may be gone (its user stopped): nothing left to tell.
+            let _ = events_tx.send(event);
+        });
+        (AssistStream::connect_with(config, tokens, sink), events_rx)
+    }
+
+    /// Starts connecting in the background; every event is handed to `sink` as it is read.
+    pub fn connect_with(
+        config: StreamConfig,
+        tokens: TokenProvider,
+        sink: EventSink,
+    ) -> AssistStream {
         let link = Arc::new(RwLock::new(None));
         let cancel = CancellationToken::new();
         let supervisor = tokio::spawn(
@@ -188,19 +207,16 @@ impl AssistStream {
                 config,
                 tokens,
                 link: link.clone(),
-                events: events_tx,
+                events: sink,
                 cancel: cancel.clone(),
             }
             .run(),
         );
-        (
-            AssistStream {
-                link,
-                cancel,
-                supervisor: parking_lot::Mutex::new(Some(supervisor)),
-            },
-            events_rx,
-        )
+        AssistStream {
+            link,
+            cancel,
+            supervisor: parking_lot::Mutex::new(Some(supervisor)),
+        }
     }
 
     /// Queues one text frame for the writer; returns the epoch of the connection it went
@@ -261,14 +277,13 @@ struct Supervisor {
     config: StreamConfig,
     tokens: TokenProvider,
     link: Arc<RwLock<Option<Link>>>,
-    events: mpsc::UnboundedSender<StreamEvent>,
+    events: EventSink,
     cancel: CancellationToken,
 }
 
 impl Supervisor {
     fn emit(&self, event: StreamEvent) {
-        // The receiver may be gone (the dispatcher stopped): nothing left to tell.
-        let _ = self.events.send(event);
+        (self.events)(event);
     }
 
     fn fatal(&self, error: StreamError) {
