@@ -357,6 +357,18 @@ pub const INTERACTION_TYPES: [&str; 6] = ["voice", "chat", "email", "message", "
 mod tests {
     use super::*;
 
+    /// A 429 `error` frame with `retryAfterMs` 5.
+    fn busy() -> WsMessage {
+        WsMessage::error(
+            429,
+            "busy",
+            ErrorPayload {
+                retry_after_ms: Some(5),
+                ..Default::default()
+            },
+        )
+    }
+
     #[test]
     fn a_result_frame_reads_back_with_its_output_as_sent() {
         let result = ResultPayload {
@@ -375,15 +387,7 @@ mod tests {
         assert_eq!(back, result);
         assert_eq!(back.output.unwrap().get(), r#"{"b":[1,2],"a":"x"}"#);
         // An error frame: payload and error both read.
-        let text = WsMessage::error(
-            429,
-            "busy",
-            ErrorPayload {
-                retry_after_ms: Some(5),
-                ..Default::default()
-            },
-        )
-        .to_json();
+        let text = busy().to_json();
         let frame: WsFrame<'_> = serde_json::from_str(&text).unwrap();
         assert_eq!(frame.error.as_ref().map(|e| e.code), Some(429));
         let payload: ErrorPayload = frame.payload_as().unwrap();
@@ -402,16 +406,8 @@ mod tests {
             WsMessage::bare(MessageType::Ping).to_json(),
             r#"{"type":"ping"}"#
         );
-        let e = WsMessage::error(
-            429,
-            "busy",
-            ErrorPayload {
-                retry_after_ms: Some(5),
-                ..Default::default()
-            },
-        );
         assert_eq!(
-            e.to_json(),
+            busy().to_json(),
             r#"{"type":"error","payload":{"retryAfterMs":5},"error":{"code":429,"message":"busy"}}"#
         );
     }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use gcx_protocol::ActionTriggerPayload;
 use gcx_protocol::assist::{ResultError, ResultPayload, ResultState};
 use gcx_protocol::webhook::{CrmWebhookPayload, ExecutionState};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::audit::AuditEvent;
@@ -105,7 +105,7 @@ impl Recorder {
                 attempts: t.attempts,
                 at,
                 output: result.output.clone(),
-                error: error.as_ref().map(error_text),
+                error: error.as_ref().map(json_text),
             }],
             ..WriteBatch::default()
         };
@@ -136,7 +136,7 @@ impl Recorder {
                 attempts: t.attempts,
                 at,
                 output: None,
-                error: Some(error_text(&error)),
+                error: Some(json_text(&error)),
             }],
             ..WriteBatch::default()
         };
@@ -233,11 +233,6 @@ impl Recorder {
     }
 }
 
-/// A trigger's stored `error`: `{"code", "message"}`.
-fn error_text(e: &ResultError) -> Box<serde_json::value::RawValue> {
-    json_text(&json!({"code": e.code, "message": e.message}))
-}
-
 /// SHA-256 (hex) of the canonical JSON of a `parameterMatrix`.
 pub fn parameters_sha256(parameters: &Map<String, Value>) -> String {
     let mut text = String::new();
@@ -304,6 +299,7 @@ pub fn default_instance() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn payload() -> ActionTriggerPayload {
         serde_json::from_value(json!({
@@ -442,5 +438,9 @@ mod tests {
                 ..
             }
         ));
+        let TriggerWrite::Transition { error: Some(e), .. } = &batch.triggers[0] else {
+            panic!("no stored error");
+        };
+        assert_eq!(e.get(), r#"{"code":"timeout","message":"took too long"}"#);
     }
 }
