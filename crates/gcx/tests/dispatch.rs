@@ -786,3 +786,146 @@ async fn the_crm_sees_initiated_then_the_end_for_each_trigger() {
     worker.shutdown().await;
     store.close().await.unwrap();
 }
+
+/// Every CRM row in the store, grouped by ordering key, in insertion order.
+async fn crm_rows_by_key(store: &Store) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut by_key = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for m in store.outbox_list(None, 100_000).await.unwrap() {
+        let state = m.body["executionState"].as_str().unwrap().to_owned();
+        by_key.entry(m.ordering_key).or_default().push(state);
+    }
+    by_key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
+    let sb = sandbox(Faults {
+        max_concurrent_actions: 10,
+        engine_latency_ms: gcx_sandbox::LatencySpec {
+            median: 30,
+            p99: 30,
+        },
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_crm = |config: &mut Config, dc: &mut DispatcherConfig| {
+        config.crm.url = Some(sb.info().crm_url);
+        dc.recorder.crm = true;
+    };
+    let input = triggers(100);
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
+    let mut tickets = Vec::new();
+    for t in input.clone() {
+        tickets.push(d.submit(t).await.unwrap());
+    }
+    wait_until(Duration::from_secs(5), || {
+        sb.state.stats.assist.results_completed.get() >= 20
+    })
+    .await;
+    d.shutdown().await;
+    let mut sent_first = 0;
+    for mut t in tickets {
+        sent_first += usize::from(t.outcome().await.state == TriggerState::Sent);
+    }
+    assert!(sent_first > 0, "none was stopped between ack and result");
+    store.close().await.unwrap();
+
+    // Resumed by a new dispatcher: each trigger's `initiated` and its end share one key,
+    // its acceptance time then its correlationId.
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
+    let outcomes = run_all(&d, input.clone()).await;
+    assert_eq!(count(&outcomes, TriggerState::Completed), 100);
+    d.shutdown().await;
+    let by_key = crm_rows_by_key(&store).await;
+    assert_eq!(by_key.len(), 100, "{by_key:?}");
+    for t in &input {
+        let id = t.correlation_id.to_string();
+        let (key, states) = by_key
+            .iter()
+            .find(|(k, _)| k.ends_with(&format!("Z/{id}")))
+            .unwrap_or_else(|| panic!("no rows for {id}: {by_key:?}"));
+        assert_eq!(states, &["initiated", "completed"], "{key}");
+        let stored = store.trigger(t.correlation_id).await.unwrap().unwrap();
+        assert_eq!(
+            key,
+            &gcx::assist::record::crm_ordering_key(stored.accepted_at, t.correlation_id)
+        );
+    }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
+    use gcx::store::{NewOutboxMessage, TriggerWrite, WriteBatch};
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let with_crm = |config: &mut Config, dc: &mut DispatcherConfig| {
+        config.crm.url = Some(sb.info().crm_url);
+        dc.recorder.crm = true;
+    };
+    // As a gcx from before time-led keys left it: sent, its `initiated` row undelivered
+    // under the bare correlationId. Beside it, one whose `initiated` row was delivered.
+    let mut config = Config::default();
+    config.store.data_dir = dir.path().to_owned();
+    let store = Store::open(&config.store).await.unwrap();
+    let (pending, delivered) = (trigger(1), trigger(2));
+    for t in [&pending, &delivered] {
+        let id = t.correlation_id;
+        let now = chrono::Utc::now();
+        let message = NewOutboxMessage {
+            message_id: gcx::delivery::new_message_id(),
+            endpoint: "crm".into(),
+            ordering_key: id.to_string(),
+            body: serde_json::value::to_raw_value(&json!({"executionState": "initiated"})).unwrap(),
+        };
+        store
+            .commit(WriteBatch {
+                triggers: vec![
+                    TriggerWrite::Accept {
+                        correlation_id: id,
+                        action_type: t.action_type.clone(),
+                        payload: serde_json::value::to_raw_value(t).unwrap(),
+                        at: now,
+                    },
+                    TriggerWrite::Transition {
+                        correlation_id: id,
+                        state: TriggerState::Sent,
+                        attempts: 1,
+                        at: now,
+                        output: None,
+                        error: None,
+                    },
+                ],
+                outbox: vec![message],
+                audit: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let rows = store.outbox_list(None, 10).await.unwrap();
+    let second = rows
+        .iter()
+        .find(|m| m.ordering_key == delivered.correlation_id.to_string());
+    store
+        .outbox_delivered(second.unwrap().id, 1, 200)
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
+    assert_eq!(d.stats().resumed, 2);
+    let outcomes = run_all(&d, vec![pending.clone(), delivered.clone()]).await;
+    assert_eq!(count(&outcomes, TriggerState::Completed), 2);
+    d.shutdown().await;
+    let by_key = crm_rows_by_key(&store).await;
+    // Still undelivered: the end queues behind it under the same key.
+    assert_eq!(
+        by_key[&pending.correlation_id.to_string()],
+        ["initiated", "completed"]
+    );
+    // Delivered already: nothing to queue behind, so the new key.
+    assert_eq!(by_key[&delivered.correlation_id.to_string()], ["initiated"]);
+    assert_eq!(by_key.len(), 3, "{by_key:?}");
+    store.close().await.unwrap();
+}

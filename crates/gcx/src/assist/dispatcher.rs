@@ -46,13 +46,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::metrics as m;
-use super::record::{Recorder, Refusal, TriggerFacts, parameters_sha256};
+use super::record::{
+    CRM_ENDPOINT, Recorder, Refusal, TriggerFacts, crm_ordering_key, parameters_sha256,
+};
 use super::slots::{Slot, Slots};
 use super::stream::{AssistStream, StreamConfig, StreamEvent};
 use crate::auth::TokenProvider;
 use crate::config::Config;
 use crate::retry::RetryPolicy;
-use crate::store::{Store, StoreError, TriggerState, TriggerWrite, WriteBatch};
+use crate::store::{Store, StoreError, TriggerRow, TriggerState, TriggerWrite, WriteBatch};
 
 /// How the dispatcher works. [`DispatcherConfig::from_config`] fills it from a [`Config`].
 #[derive(Clone)]
@@ -287,6 +289,13 @@ impl Dispatcher {
         let feeder = handle.clone();
         tokio::spawn(async move {
             for row in unfinished {
+                let crm_key = match stored_crm_key(&feeder.core, &row).await {
+                    Ok(key) => key,
+                    Err(e) => {
+                        feeder.core.halt_with(format!("store read failed: {e}"));
+                        break;
+                    }
+                };
                 let payload: ActionTriggerPayload = match serde_json::from_value(row.payload) {
                     Ok(p) => p,
                     Err(e) => {
@@ -295,11 +304,12 @@ impl Dispatcher {
                         continue;
                     }
                 };
-                if feeder
-                    .admit(payload, Some((row.state, row.attempts)))
-                    .await
-                    .is_err()
-                {
+                let resume = Resume {
+                    state: row.state,
+                    attempts: row.attempts,
+                    crm_key,
+                };
+                if feeder.admit(payload, Some(resume)).await.is_err() {
                     break;
                 }
             }
@@ -390,7 +400,7 @@ impl DispatcherHandle {
     async fn admit(
         &self,
         payload: ActionTriggerPayload,
-        resume: Option<(TriggerState, u32)>,
+        resume: Option<Resume>,
     ) -> Result<Ticket, DispatchError> {
         let core = &self.core;
         if core.halt.is_cancelled() {
@@ -663,8 +673,32 @@ fn route(core: &Core, id: Uuid, event: TriggerEvent) {
 /// What one trigger task works on.
 struct Job {
     payload: ActionTriggerPayload,
-    /// Set when resuming a stored unfinished trigger: its state and sends so far.
-    resume: Option<(TriggerState, u32)>,
+    /// Set when resuming a stored unfinished trigger.
+    resume: Option<Resume>,
+}
+
+/// A stored unfinished trigger, as its resumption needs it.
+struct Resume {
+    state: TriggerState,
+    /// Sends so far.
+    attempts: u32,
+    /// The ordering key its CRM rows use ([`stored_crm_key`]).
+    crm_key: String,
+}
+
+/// The CRM ordering key of a stored trigger: [`crm_ordering_key`] of its stored
+/// acceptance time; or, for one that a gcx from before that key sent, its bare
+/// correlationId while a row under that key is still undelivered, so that its next row
+/// queues behind that one.
+async fn stored_crm_key(core: &Core, row: &TriggerRow) -> Result<String, StoreError> {
+    let legacy = row.correlation_id.to_string();
+    if core.config.recorder.crm
+        && row.state == TriggerState::Sent
+        && core.store.outbox_key_open(CRM_ENDPOINT, &legacy).await?
+    {
+        return Ok(legacy);
+    }
+    Ok(crm_ordering_key(row.accepted_at, row.correlation_id))
 }
 
 /// One trigger's life. Always ends by publishing an outcome and leaving the registry.
@@ -705,6 +739,7 @@ struct Run<'a> {
     attempts: u32,
     retries: u32,
     accepted_at: chrono::DateTime<Utc>,
+    crm_key: String,
     first_sent: Option<(Instant, chrono::DateTime<Utc>)>,
     queue_wait: Option<Duration>,
     send_to_ack: Option<Duration>,
@@ -719,6 +754,7 @@ impl Run<'_> {
             attempts: self.attempts,
             retries: self.retries,
             started_at: self.first_sent.map_or(self.accepted_at, |(_, at)| at),
+            crm_key: &self.crm_key,
             queue_wait: self.queue_wait,
             send_to_ack: self.send_to_ack,
             send_to_result: self.send_to_result,
@@ -816,11 +852,12 @@ async fn run(
     let frame = Utf8Bytes::from(send_frame(&payload_text));
 
     // 1. Durable first.
-    let (admission, acked, attempts) = match job.resume {
-        Some((state, attempts)) => (
-            Admission::Resumed(state),
-            state == TriggerState::Sent,
-            attempts,
+    let (admission, acked, attempts, crm_key) = match job.resume {
+        Some(r) => (
+            Admission::Resumed(r.state),
+            r.state == TriggerState::Sent,
+            r.attempts,
+            r.crm_key,
         ),
         None => {
             let batch = WriteBatch {
@@ -832,18 +869,34 @@ async fn run(
                 }],
                 ..WriteBatch::default()
             };
+            let store_failed = |what: &str, e: StoreError| {
+                let reason = format!("store {what} failed: {e}");
+                core.halt_with(reason.clone());
+                let mut o = Outcome::bare(id, TriggerState::Accepted);
+                o.error = Some(reason);
+                (Admission::New, o)
+            };
             match core.commit(batch).await {
-                Err(e) => {
-                    let reason = format!("store write failed: {e}");
-                    core.halt_with(reason.clone());
-                    let mut o = Outcome::bare(id, TriggerState::Accepted);
-                    o.error = Some(reason);
-                    return (Admission::New, o);
-                }
+                Err(e) => return store_failed("write", e),
                 Ok(existing) => match existing.first().copied().flatten() {
-                    None => (Admission::New, false, 0),
+                    None => (Admission::New, false, 0, crm_ordering_key(accepted_at, id)),
                     Some(state) if state.is_unfinished() => {
-                        (Admission::Resumed(state), state == TriggerState::Sent, 0)
+                        // Stored unfinished by another gcx on this store: its rows' key
+                        // is the stored one.
+                        let key = match core.store.trigger(id).await {
+                            Ok(Some(row)) => stored_crm_key(core, &row).await,
+                            Ok(None) => Ok(crm_ordering_key(accepted_at, id)),
+                            Err(e) => Err(e),
+                        };
+                        match key {
+                            Ok(key) => (
+                                Admission::Resumed(state),
+                                state == TriggerState::Sent,
+                                0,
+                                key,
+                            ),
+                            Err(e) => return store_failed("read", e),
+                        }
                     }
                     Some(state) => {
                         let mut o = Outcome::bare(id, state);
@@ -864,6 +917,7 @@ async fn run(
         attempts,
         retries: 0,
         accepted_at,
+        crm_key,
         first_sent: None,
         queue_wait: None,
         send_to_ack: None,

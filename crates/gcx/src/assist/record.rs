@@ -11,6 +11,7 @@ use gcx_protocol::assist::{ResultError, ResultPayload, ResultState};
 use gcx_protocol::webhook::{CrmWebhookPayload, ExecutionState};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::audit::AuditEvent;
 use crate::store::{NewOutboxMessage, TriggerState, TriggerWrite, WriteBatch, json_text};
@@ -31,6 +32,23 @@ pub struct Recorder {
     pub instance: String,
 }
 
+/// The ordering key of a trigger's CRM rows: when it was accepted (UTC, to the
+/// microsecond, as stored) and its correlationId, e.g.
+/// `20261203T201804.123456Z/550e8400-e29b-41d4-a716-446655440000`.
+///
+/// The correlationId alone would order them just as well, but it is random, so every new
+/// key went into the outbox's key index at a random page, and each such page was written
+/// whole to the WAL at the next commit: the largest single cost of a trigger's writes. Led
+/// by the acceptance time, new keys land at the index's right edge. Unique per trigger
+/// (the correlationId is) and the same for all of its rows, which is all the ordering
+/// needs (docs/protocol-notes.md, "Outbox ordering keys").
+pub fn crm_ordering_key(accepted_at: DateTime<Utc>, correlation_id: Uuid) -> String {
+    format!(
+        "{}/{correlation_id}",
+        accepted_at.format("%Y%m%dT%H%M%S%.6fZ")
+    )
+}
+
 /// Where one trigger stands, as the records need it.
 #[derive(Debug, Clone)]
 pub struct TriggerFacts<'a> {
@@ -43,6 +61,8 @@ pub struct TriggerFacts<'a> {
     pub retries: u32,
     /// When it was first sent (or accepted, if never sent).
     pub started_at: DateTime<Utc>,
+    /// The ordering key of its CRM rows, the same for all of them ([`crm_ordering_key`]).
+    pub crm_key: &'a str,
     pub queue_wait: Option<Duration>,
     pub send_to_ack: Option<Duration>,
     pub send_to_result: Option<Duration>,
@@ -71,7 +91,7 @@ impl Recorder {
             }],
             ..WriteBatch::default()
         };
-        self.crm_row(&mut batch, t.payload, ExecutionState::Initiated, at, None);
+        self.crm_row(&mut batch, t, ExecutionState::Initiated, at, None);
         batch.audit.push(self.audit(t, "sent", "pending", None, at));
         batch
     }
@@ -109,7 +129,7 @@ impl Recorder {
             }],
             ..WriteBatch::default()
         };
-        self.crm_row(&mut batch, t.payload, crm_state, at, error.clone());
+        self.crm_row(&mut batch, t, crm_state, at, error.clone());
         let error_text = error.map(|e| format!("{}: {}", e.code, e.message));
         batch
             .audit
@@ -142,18 +162,12 @@ impl Recorder {
         };
         self.crm_row(
             &mut batch,
-            t.payload,
+            t,
             ExecutionState::Initiated,
             t.started_at.min(at),
             None,
         );
-        self.crm_row(
-            &mut batch,
-            t.payload,
-            ExecutionState::Failed,
-            at,
-            Some(error),
-        );
+        self.crm_row(&mut batch, t, ExecutionState::Failed, at, Some(error));
         batch.audit.push(self.audit(
             t,
             "rejected",
@@ -167,7 +181,7 @@ impl Recorder {
     fn crm_row(
         &self,
         batch: &mut WriteBatch,
-        payload: &ActionTriggerPayload,
+        t: &TriggerFacts<'_>,
         state: ExecutionState,
         at: DateTime<Utc>,
         error: Option<ResultError>,
@@ -175,9 +189,9 @@ impl Recorder {
         if !self.crm {
             return;
         }
-        let correlation_id = payload.correlation_id.to_string();
+        let payload = t.payload;
         let body = CrmWebhookPayload {
-            correlation_id: correlation_id.clone(),
+            correlation_id: payload.correlation_id.to_string(),
             action_type: payload.action_type.clone(),
             agent_id: payload.agent_id().to_owned(),
             session_id: payload.session_id().to_owned(),
@@ -188,7 +202,7 @@ impl Recorder {
         batch.outbox.push(NewOutboxMessage {
             message_id: crate::delivery::new_message_id(),
             endpoint: CRM_ENDPOINT.to_owned(),
-            ordering_key: correlation_id,
+            ordering_key: t.crm_key.to_owned(),
             body: json_text(&body),
         });
     }
@@ -301,6 +315,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    const KEY: &str = "20261203T201804.123456Z/550e8400-e29b-41d4-a716-446655440000";
+
     fn payload() -> ActionTriggerPayload {
         serde_json::from_value(json!({
             "actionType": "knowledge_search",
@@ -334,6 +350,7 @@ mod tests {
             attempts: 1,
             retries: 0,
             started_at: Utc::now(),
+            crm_key: KEY,
             queue_wait: Some(Duration::from_millis(3)),
             send_to_ack: Some(Duration::from_millis(1)),
             send_to_result: None,
@@ -361,6 +378,24 @@ mod tests {
     }
 
     #[test]
+    fn crm_keys_are_led_by_the_acceptance_time_to_the_microsecond() {
+        use chrono::TimeZone;
+        let id: Uuid = "550e8400-e29b-41d4-a716-446655440000".parse().unwrap();
+        let at = Utc.timestamp_opt(1_796_329_084, 123_456_789).unwrap();
+        assert_eq!(crm_ordering_key(at, id), KEY);
+        // What the store keeps (microseconds) gives the same key as the time it was given.
+        let stored = Utc.timestamp_micros(at.timestamp_micros()).unwrap();
+        assert_eq!(crm_ordering_key(stored, id), KEY);
+        // Keys sort as their times do, whatever the correlationIds.
+        let (low, high) = (Uuid::from_u128(u128::MAX), Uuid::from_u128(0));
+        let times = [0, 1, 999_999, 1_000_000, 86_400_000_000]
+            .map(|us| Utc.timestamp_micros(at.timestamp_micros() + us).unwrap());
+        for pair in times.windows(2) {
+            assert!(crm_ordering_key(pair[0], low) < crm_ordering_key(pair[1], high));
+        }
+    }
+
+    #[test]
     fn acked_writes_sent_initiated_and_audit_together() {
         let p = payload();
         let sha = parameters_sha256(&p.parameter_matrix);
@@ -375,7 +410,7 @@ mod tests {
         assert_eq!(batch.outbox.len(), 1);
         let row = &batch.outbox[0];
         assert_eq!(row.endpoint, "crm");
-        assert_eq!(row.ordering_key, "550e8400-e29b-41d4-a716-446655440000");
+        assert_eq!(row.ordering_key, KEY);
         assert!(row.message_id.starts_with("msg_") && row.message_id.len() == 36);
         assert_eq!(body(row)["executionState"], "initiated");
         assert_eq!(body(row)["agentId"], "a1b2c3d4-e5f6-7890-abcd-ef1234567890");

@@ -56,8 +56,8 @@ pub fn new_message_id() -> String {
 }
 
 /// An outbox row for `endpoint` (`crm` or `qa`) with a fresh `webhook-id`
-/// ([`new_message_id`]). Rows sharing `ordering_key` (the correlationId) are delivered in
-/// the order they were committed.
+/// ([`new_message_id`]). Rows sharing `ordering_key` (for a trigger's CRM rows,
+/// `assist::record::crm_ordering_key`) are delivered in the order they were committed.
 pub fn message<T: serde::Serialize + ?Sized>(
     endpoint: &str,
     ordering_key: &str,
