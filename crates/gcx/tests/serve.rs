@@ -724,7 +724,10 @@ async fn dead_letters_are_listed_and_replayed() {
     let messages = dead.body["messages"].as_array().unwrap();
     assert_eq!(messages.len(), 2, "{}", dead.body);
     assert_eq!(messages[0]["status"], "dead");
-    assert_eq!(messages[0]["orderingKey"], id_of(&t));
+    // Both rows under the trigger's key: its acceptance time, then its correlationId.
+    let key = messages[0]["orderingKey"].as_str().unwrap();
+    assert!(key.ends_with(&format!("Z/{}", id_of(&t))), "{key}");
+    assert_eq!(messages[1]["orderingKey"], key);
     assert_eq!(messages[0]["lastStatus"], 400);
     assert_eq!(messages[0]["body"]["executionState"], "initiated");
 

@@ -83,7 +83,8 @@ pub struct OutboxMessageView {
     pub message_id: String,
     /// `crm` or `qa`.
     pub endpoint: String,
-    /// Messages with one key are delivered in order (the correlationId).
+    /// Messages with one key are delivered in order (a trigger's CRM rows:
+    /// `<accepted at>/<correlationId>`).
     pub ordering_key: String,
     /// The JSON body as delivered.
     pub body: Value,
