@@ -393,6 +393,38 @@ fn triggers(n: u32) -> Vec<ActionTriggerPayload> {
     (0..n).map(trigger).collect()
 }
 
+/// Submits every trigger, shuts the dispatcher down once the engine has completed
+/// `completed` actions, and returns each trigger's outcome at that point.
+async fn stopped_midway(
+    sb: &Sandbox,
+    d: &DispatcherHandle,
+    input: &[ActionTriggerPayload],
+    completed: u64,
+) -> Vec<Outcome> {
+    let mut tickets = Vec::new();
+    for t in input {
+        tickets.push(d.submit(t.clone()).await.unwrap());
+    }
+    wait_until(Duration::from_secs(5), || {
+        sb.state.stats.assist.results_completed.get() >= completed
+    })
+    .await;
+    d.shutdown().await;
+    let mut outcomes = Vec::new();
+    for mut t in tickets {
+        outcomes.push(t.outcome().await);
+    }
+    outcomes
+}
+
+/// A dispatcher tweak: CRM rows written for the sandbox's CRM.
+fn with_crm(sb: &Sandbox) -> impl Fn(&mut Config, &mut DispatcherConfig) + Copy + '_ {
+    |config, dc| {
+        config.crm.url = Some(sb.info().crm_url);
+        dc.recorder.crm = true;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trigger_completes_within_the_engine_limit() {
     let sb = sandbox(Faults {
@@ -440,7 +472,7 @@ async fn every_trigger_completes_within_the_engine_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_flag_lowers_the_limit() {
     let sb = sandbox(Faults {
-        engine_latency_ms: gcx_sandbox::LatencySpec { median: 3, p99: 3 },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(3),
         ..Faults::default()
     })
     .await;
@@ -555,10 +587,7 @@ async fn closing_notices_and_two_second_tokens_during_a_run() {
         closing_every_secs: Some(1),
         token_lifetime_secs: 2,
         max_concurrent_actions: 20,
-        engine_latency_ms: gcx_sandbox::LatencySpec {
-            median: 20,
-            p99: 20,
-        },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(20),
         ..Faults::default()
     })
     .await;
@@ -584,10 +613,7 @@ async fn closing_notices_and_two_second_tokens_during_a_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capacity_change_mid_run_is_applied() {
     let sb = sandbox(Faults {
-        engine_latency_ms: gcx_sandbox::LatencySpec {
-            median: 10,
-            p99: 10,
-        },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(10),
         ..Faults::default()
     })
     .await;
@@ -629,10 +655,7 @@ async fn a_capacity_change_mid_run_is_applied() {
 async fn a_slot_wait_has_a_deadline() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 1,
-        engine_latency_ms: gcx_sandbox::LatencySpec {
-            median: 400,
-            p99: 400,
-        },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(400),
         ..Faults::default()
     })
     .await;
@@ -664,29 +687,14 @@ async fn a_slot_wait_has_a_deadline() {
 async fn a_stopped_run_resumes_and_nothing_runs_twice() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 10,
-        engine_latency_ms: gcx_sandbox::LatencySpec {
-            median: 30,
-            p99: 30,
-        },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(30),
         ..Faults::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
     let input = triggers(200);
     let (d, store) = dispatcher(&sb, dir.path(), |_, _| {}).await;
-    let mut tickets = Vec::new();
-    for t in input.clone() {
-        tickets.push(d.submit(t).await.unwrap());
-    }
-    wait_until(Duration::from_secs(5), || {
-        sb.state.stats.assist.results_completed.get() >= 30
-    })
-    .await;
-    d.shutdown().await;
-    let mut first = Vec::new();
-    for mut t in tickets {
-        first.push(t.outcome().await);
-    }
+    let first = stopped_midway(&sb, &d, &input, 30).await;
     let done_first = count(&first, TriggerState::Completed);
     assert!(done_first > 0 && done_first < 200, "{done_first}");
     assert!(first.iter().any(|o| o.state == TriggerState::Sent));
@@ -801,39 +809,23 @@ async fn crm_rows_by_key(store: &Store) -> std::collections::BTreeMap<String, Ve
 async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 10,
-        engine_latency_ms: gcx_sandbox::LatencySpec {
-            median: 30,
-            p99: 30,
-        },
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(30),
         ..Faults::default()
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let with_crm = |config: &mut Config, dc: &mut DispatcherConfig| {
-        config.crm.url = Some(sb.info().crm_url);
-        dc.recorder.crm = true;
-    };
     let input = triggers(100);
-    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
-    let mut tickets = Vec::new();
-    for t in input.clone() {
-        tickets.push(d.submit(t).await.unwrap());
-    }
-    wait_until(Duration::from_secs(5), || {
-        sb.state.stats.assist.results_completed.get() >= 20
-    })
-    .await;
-    d.shutdown().await;
-    let mut sent_first = 0;
-    for mut t in tickets {
-        sent_first += usize::from(t.outcome().await.state == TriggerState::Sent);
-    }
-    assert!(sent_first > 0, "none was stopped between ack and result");
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
+    let first = stopped_midway(&sb, &d, &input, 20).await;
+    assert!(
+        count(&first, TriggerState::Sent) > 0,
+        "none was stopped between ack and result"
+    );
     store.close().await.unwrap();
 
     // Resumed by a new dispatcher: each trigger's `initiated` and its end share one key,
     // its acceptance time then its correlationId.
-    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
     let outcomes = run_all(&d, input.clone()).await;
     assert_eq!(count(&outcomes, TriggerState::Completed), 100);
     d.shutdown().await;
@@ -857,13 +849,9 @@ async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
-    use gcx::store::{NewOutboxMessage, TriggerWrite, WriteBatch};
+    use gcx::store::{TriggerWrite, WriteBatch};
     let sb = sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let with_crm = |config: &mut Config, dc: &mut DispatcherConfig| {
-        config.crm.url = Some(sb.info().crm_url);
-        dc.recorder.crm = true;
-    };
     // As a gcx from before time-led keys left it: sent, its `initiated` row undelivered
     // under the bare correlationId. Beside it, one whose `initiated` row was delivered.
     let mut config = Config::default();
@@ -873,12 +861,11 @@ async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
     for t in [&pending, &delivered] {
         let id = t.correlation_id;
         let now = chrono::Utc::now();
-        let message = NewOutboxMessage {
-            message_id: gcx::delivery::new_message_id(),
-            endpoint: "crm".into(),
-            ordering_key: id.to_string(),
-            body: serde_json::value::to_raw_value(&json!({"executionState": "initiated"})).unwrap(),
-        };
+        let message = gcx::delivery::message(
+            "crm",
+            &id.to_string(),
+            &json!({"executionState": "initiated"}),
+        );
         store
             .commit(WriteBatch {
                 triggers: vec![
@@ -913,7 +900,7 @@ async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
         .unwrap();
     store.close().await.unwrap();
 
-    let (d, store) = dispatcher(&sb, dir.path(), with_crm).await;
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
     assert_eq!(d.stats().resumed, 2);
     let outcomes = run_all(&d, vec![pending.clone(), delivered.clone()]).await;
     assert_eq!(count(&outcomes, TriggerState::Completed), 2);

@@ -10,6 +10,16 @@ pub struct LatencySpec {
     pub p99: u64,
 }
 
+impl LatencySpec {
+    /// Always `ms` milliseconds (median and p99 alike).
+    pub const fn fixed(ms: u64) -> LatencySpec {
+        LatencySpec {
+            median: ms,
+            p99: ms,
+        }
+    }
+}
+
 impl std::str::FromStr for LatencySpec {
     type Err = String;
 
@@ -21,10 +31,7 @@ impl std::str::FromStr for LatencySpec {
                 .map_err(|_| format!("expected milliseconds as an integer, got {t:?}"))
         };
         match s.split_once(',') {
-            None => {
-                let v = parse(s)?;
-                Ok(LatencySpec { median: v, p99: v })
-            }
+            None => Ok(LatencySpec::fixed(parse(s)?)),
             Some((m, p)) => {
                 let (median, p99) = (parse(m)?, parse(p)?);
                 if p99 < median {

@@ -11,13 +11,6 @@ use stream_client::*;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-fn fixed_latency(ms: u64) -> LatencySpec {
-    LatencySpec {
-        median: ms,
-        p99: ms,
-    }
-}
-
 fn cid(n: u128) -> Uuid {
     // A fixed, valid v4 UUID per n (version nibble 4, variant 8).
     Uuid::from_u128(0x1234_5678_9abc_4def_8000_0000_0000_0000 | n)
@@ -328,7 +321,7 @@ async fn a_frame_over_1_mib_closes_1009() {
 async fn the_concurrency_limit_holds_across_two_connections() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 3,
-        engine_latency_ms: fixed_latency(400),
+        engine_latency_ms: LatencySpec::fixed(400),
         ..Faults::default()
     })
     .await;
@@ -367,7 +360,7 @@ async fn the_concurrency_limit_holds_across_two_connections() {
 async fn a_lowered_limit_lets_running_actions_finish_and_refuses_new_ones() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 2,
-        engine_latency_ms: fixed_latency(300),
+        engine_latency_ms: LatencySpec::fixed(300),
         ..Faults::default()
     })
     .await;
@@ -409,7 +402,7 @@ async fn sends_over_the_send_rate_get_429() {
 #[tokio::test]
 async fn a_duplicate_is_acked_again_executed_once_and_its_result_resent() {
     let sb = sandbox(Faults {
-        engine_latency_ms: fixed_latency(200),
+        engine_latency_ms: LatencySpec::fixed(200),
         max_concurrent_actions: 1,
         ..Faults::default()
     })
@@ -437,7 +430,7 @@ async fn a_duplicate_is_acked_again_executed_once_and_its_result_resent() {
 #[tokio::test]
 async fn a_result_goes_to_every_connection_that_sent_the_id() {
     let sb = sandbox(Faults {
-        engine_latency_ms: fixed_latency(300),
+        engine_latency_ms: LatencySpec::fixed(300),
         ..Faults::default()
     })
     .await;
@@ -457,7 +450,7 @@ async fn a_result_goes_to_every_connection_that_sent_the_id() {
 #[tokio::test]
 async fn a_result_is_kept_for_a_resend_after_its_socket_closed() {
     let sb = sandbox(Faults {
-        engine_latency_ms: fixed_latency(300),
+        engine_latency_ms: LatencySpec::fixed(300),
         ..Faults::default()
     })
     .await;
@@ -504,7 +497,7 @@ async fn the_idempotency_cap_evicts_the_oldest_id_first() {
 #[tokio::test]
 async fn an_action_past_the_action_timeout_fails_with_timeout() {
     let sb = sandbox(Faults {
-        engine_latency_ms: fixed_latency(400),
+        engine_latency_ms: LatencySpec::fixed(400),
         action_timeout_ms: 100,
         ..Faults::default()
     })

@@ -47,10 +47,7 @@ pub async fn dispatch(
     let sandbox = Sandbox::start(SandboxOptions {
         faults: Faults {
             max_concurrent_actions: limit,
-            engine_latency_ms: LatencySpec {
-                median: engine_latency_ms,
-                p99: engine_latency_ms,
-            },
+            engine_latency_ms: LatencySpec::fixed(engine_latency_ms),
             ..Faults::default()
         },
         ..SandboxOptions::default()
