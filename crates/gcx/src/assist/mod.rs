@@ -4,10 +4,12 @@
 //! - [`stream`]: the supervised WebSocket and its events.
 //! - [`dispatcher`]: admission, slots, sends, retries, resume, store writes.
 //! - [`intake`]: files, stdin and HTTP bodies -> validated triggers, with line numbers.
+//! - [`batch`]: a known set of triggers through a dispatcher, every outcome collected.
 //! - [`slots`]: the resizable FIFO semaphore behind the concurrency limit.
 //! - [`record`]: the store batches (state, CRM outbox row, audit event) of each step.
 //! - [`metrics`]: metric names.
 
+pub mod batch;
 pub mod dispatcher;
 pub mod intake;
 pub mod metrics;

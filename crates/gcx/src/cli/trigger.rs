@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use gcx_protocol::{ActionTriggerPayload, Violation};
 use serde::Serialize;
 use tokio::time::Instant;
 
 use super::GlobalArgs;
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome, Ticket};
+use crate::assist::batch::{BatchOutcomes, dispatch_batch};
+use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome};
 use crate::assist::intake::{self, IntakeOptions};
 use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;
@@ -128,9 +127,9 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
     let total = valid.len() as u64;
     // On a worker thread: on the command's `block_on` thread every outcome would unpark
     // that thread.
-    let (outcomes, halted) = {
+    let BatchOutcomes { outcomes, halted } = {
         let (d, p) = (dispatcher.clone(), progress.clone());
-        tokio::spawn(async move { dispatch_all(&d, valid, &p).await })
+        tokio::spawn(async move { dispatch_batch(&d, valid, |_| p.inc(1)).await })
             .await
             .context("the dispatch loop ended")?
     };
@@ -221,53 +220,6 @@ fn progress_bar(len: u64, args: &Args) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-/// Submits every trigger and collects every outcome. Returns early (with the reason)
-/// when the dispatcher halts; triggers not finished then stay in the store.
-async fn dispatch_all(
-    dispatcher: &crate::assist::dispatcher::DispatcherHandle,
-    triggers: Vec<ActionTriggerPayload>,
-    progress: &indicatif::ProgressBar,
-) -> (Vec<Outcome>, Option<String>) {
-    let (tickets_tx, mut tickets_rx) = tokio::sync::mpsc::channel::<Ticket>(1024);
-    let submitter = {
-        let dispatcher = dispatcher.clone();
-        tokio::spawn(async move {
-            for payload in triggers {
-                let Ok(ticket) = dispatcher.submit(payload).await else {
-                    return;
-                };
-                if tickets_tx.send(ticket).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let mut outcomes = Vec::new();
-    let mut waiting = FuturesUnordered::new();
-    let mut submitting = true;
-    let halted = dispatcher.halted_wait();
-    tokio::pin!(halted);
-    let mut halt_reason = None;
-    while submitting || !waiting.is_empty() {
-        tokio::select! {
-            ticket = tickets_rx.recv(), if submitting => match ticket {
-                Some(mut ticket) => waiting.push(async move { ticket.outcome().await }),
-                None => submitting = false,
-            },
-            Some(outcome) = waiting.next() => {
-                progress.inc(1);
-                outcomes.push(outcome);
-            }
-            reason = &mut halted, if halt_reason.is_none() => {
-                halt_reason = Some(reason);
-                submitting = false;
-            }
-        }
-    }
-    submitter.abort();
-    (outcomes, halt_reason)
 }
 
 /// The CRM delivery of this run, if a CRM URL is configured.

@@ -6,13 +6,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use gcx_protocol::ActionTriggerPayload;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::assist::dispatcher::{DispatcherHandle, Outcome, Ticket};
+use crate::assist::batch::dispatch_batch;
+use crate::assist::dispatcher::{DispatcherHandle, Outcome};
 use crate::desk::latency::{Percentiles, new_histogram};
 use crate::store::TriggerState;
 
@@ -55,50 +54,17 @@ pub async fn dispatch(
 ) -> TriggerFigures {
     let submitted = triggers.len() as u64;
     let started = Instant::now();
-    let (tickets_tx, mut tickets_rx) = tokio::sync::mpsc::channel::<Ticket>(1024);
-    let submitter = {
-        let dispatcher = dispatcher.clone();
-        tokio::spawn(async move {
-            for payload in triggers {
-                let Ok(ticket) = dispatcher.submit(payload).await else {
-                    return;
-                };
-                if tickets_tx.send(ticket).await.is_err() {
-                    return;
-                }
-            }
-        })
-    };
-    let mut outcomes = Vec::with_capacity(submitted as usize);
-    let mut waiting = FuturesUnordered::new();
-    let mut submitting = true;
-    let halted = dispatcher.halted_wait();
-    tokio::pin!(halted);
-    let mut halt_reason = None;
-    while submitting || !waiting.is_empty() {
-        tokio::select! {
-            ticket = tickets_rx.recv(), if submitting => match ticket {
-                Some(mut ticket) => waiting.push(async move { ticket.outcome().await }),
-                None => submitting = false,
-            },
-            Some(outcome) = waiting.next() => {
-                done.fetch_add(1, Relaxed);
-                outcomes.push(outcome);
-            }
-            reason = &mut halted, if halt_reason.is_none() => {
-                halt_reason = Some(reason);
-                submitting = false;
-            }
-        }
-    }
-    submitter.abort();
+    let batch = dispatch_batch(dispatcher, triggers, |_| {
+        done.fetch_add(1, Relaxed);
+    })
+    .await;
     let elapsed = started.elapsed();
     let stats = dispatcher.stats();
-    let mut figures = figures(&outcomes, submitted, elapsed);
+    let mut figures = figures(&batch.outcomes, submitted, elapsed);
     figures.retries = stats.retries;
     figures.triggers_retried = stats.triggers_retried;
     figures.reconnects = stats.reconnects;
-    figures.halted = halt_reason;
+    figures.halted = batch.halted;
     figures
 }
 
