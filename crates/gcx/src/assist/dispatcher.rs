@@ -46,11 +46,10 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::metrics as m;
-use super::record::{
-    CRM_ENDPOINT, Recorder, Refusal, TriggerFacts, crm_ordering_key, parameters_sha256,
-};
+use super::record::{CRM_ENDPOINT, Recorder, Refusal, TriggerFacts, crm_ordering_key};
 use super::slots::{Slot, Slots};
 use super::stream::{AssistStream, StreamConfig, StreamEvent};
+use crate::audit::parameters_sha256;
 use crate::auth::TokenProvider;
 use crate::config::Config;
 use crate::retry::RetryPolicy;

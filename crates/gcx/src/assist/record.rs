@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use gcx_protocol::ActionTriggerPayload;
 use gcx_protocol::assist::{ResultError, ResultPayload, ResultState};
 use gcx_protocol::webhook::{CrmWebhookPayload, ExecutionState};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::audit::AuditEvent;
@@ -247,54 +246,6 @@ impl Recorder {
     }
 }
 
-/// SHA-256 (hex) of the canonical JSON of a `parameterMatrix`.
-pub fn parameters_sha256(parameters: &Map<String, Value>) -> String {
-    let mut text = String::new();
-    write_canonical_map(parameters, &mut text);
-    hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// Canonical JSON: object keys sorted (by UTF-8 bytes), no whitespace; strings and
-/// numbers as serde_json writes them.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical_map(map: &Map<String, Value>, out: &mut String) {
-    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0));
-    out.push('{');
-    for (i, (key, value)) in entries.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        // A string always serializes.
-        out.push_str(&serde_json::to_string(key).unwrap_or_default());
-        out.push(':');
-        write_canonical(value, out);
-    }
-    out.push('}');
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => write_canonical_map(map, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
 /// The instance name for audit records: `hostname:pid`.
 pub fn default_instance() -> String {
     let host = std::env::var("HOSTNAME")
@@ -313,6 +264,7 @@ pub fn default_instance() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::parameters_sha256;
     use serde_json::json;
 
     const KEY: &str = "20261203T201804.123456Z/550e8400-e29b-41d4-a716-446655440000";
@@ -355,15 +307,6 @@ mod tests {
             send_to_ack: Some(Duration::from_millis(1)),
             send_to_result: None,
         }
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let v = json!({"b": 1, "a": {"d": [true, null], "c": "x"}});
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":{"c":"x","d":[true,null]},"b":1}"#
-        );
     }
 
     #[test]

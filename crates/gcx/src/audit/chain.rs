@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::{AuditEvent, AuditRecord};
@@ -145,9 +145,11 @@ fn hash_parts(
     hex::encode(hasher.finalize())
 }
 
-/// SHA-256 (hex) of the canonical JSON of a trigger's `parameterMatrix`.
-pub fn parameters_sha256(parameters: &Value) -> String {
-    hex::encode(Sha256::digest(canonical_json(parameters)))
+/// SHA-256 (hex) of the canonical JSON of a trigger's `parameterMatrix` (an object).
+pub fn parameters_sha256(parameters: &Map<String, Value>) -> String {
+    let mut out = Vec::with_capacity(128);
+    write_canonical_map(&mut out, parameters);
+    hex::encode(Sha256::digest(out))
 }
 
 /// The canonical JSON text of any value (keys sorted, no whitespace).
@@ -159,20 +161,7 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 
 fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (key, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json(out, key);
-                out.push(b':');
-                write_canonical(out, v);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_canonical_map(out, map),
         Value::Array(items) => {
             out.push(b'[');
             for (i, v) in items.iter().enumerate() {
@@ -185,6 +174,21 @@ fn write_canonical(out: &mut Vec<u8>, value: &Value) {
         }
         scalar => write_json(out, scalar),
     }
+}
+
+fn write_canonical_map(out: &mut Vec<u8>, map: &Map<String, Value>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push(b'{');
+    for (i, (key, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json(out, key);
+        out.push(b':');
+        write_canonical(out, v);
+    }
+    out.push(b'}');
 }
 
 /// Writes one scalar as JSON. Serializing a string, number, bool or null into a Vec
@@ -337,6 +341,13 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
+    fn object(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
     pub(crate) fn event(n: u32) -> AuditEvent {
         AuditEvent {
             correlation_id: format!("00000000-0000-4000-8000-{n:012}"),
@@ -352,7 +363,7 @@ mod tests {
             session_id: "session-\"1\"".into(),
             interaction_type: "voice".into(),
             catalogue_version: "2024.1".into(),
-            parameters_sha256: parameters_sha256(&json!({"b": 1, "a": [1, 2]})),
+            parameters_sha256: parameters_sha256(&object(json!({"b": 1, "a": [1, 2]}))),
             parameters: Some(json!({"zeta": {"y": 1, "x": null}, "alpha": "é\n"})),
             outcome: "success".into(),
             error: None,
@@ -427,9 +438,17 @@ mod tests {
             String::from_utf8(canonical_json(&v)).unwrap(),
             r#"{"a":"x","b":[3,{"c":2,"d":1}]}"#
         );
+        let (a, b) = (
+            json!({"a": 1, "b": [2, {"d": 1, "c": 2}]}),
+            json!({"b": [2, {"c": 2, "d": 1}], "a": 1}),
+        );
         assert_eq!(
-            parameters_sha256(&json!({"a": 1, "b": 2})),
-            parameters_sha256(&json!({"b": 2, "a": 1}))
+            parameters_sha256(&object(a.clone())),
+            parameters_sha256(&object(b))
+        );
+        assert_eq!(
+            parameters_sha256(&object(a.clone())),
+            hex::encode(Sha256::digest(canonical_json(&a)))
         );
     }
 

@@ -195,7 +195,10 @@ pub fn event(correlation_id: &str, status: &str, latency_ms: f64) -> AuditEvent 
         session_id: "session-1".into(),
         interaction_type: "voice".into(),
         catalogue_version: "1".into(),
-        parameters_sha256: gcx::audit::parameters_sha256(&serde_json::json!({"q": "x"})),
+        parameters_sha256: gcx::audit::parameters_sha256(&serde_json::Map::from_iter([(
+            "q".to_owned(),
+            serde_json::json!("x"),
+        )])),
         parameters: Some(serde_json::json!({"q": "x"})),
         outcome: if status == "completed" {
             "success".into()
