@@ -916,3 +916,78 @@ async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
     assert_eq!(by_key.len(), 3, "{by_key:?}");
     store.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_take_what_the_window_holds_and_answer_each_trigger() {
+    let sb = sandbox(Faults {
+        max_concurrent_actions: 4,
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(2),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, store) = dispatcher(&sb, dir.path(), |_, dc| dc.max_pending = 16).await;
+    // Two already finished by an earlier submission.
+    let input = triggers(60);
+    let first = run_all(&d, input[..2].to_vec()).await;
+    assert_eq!(count(&first, TriggerState::Completed), 2);
+    assert_eq!(
+        d.drain(Duration::from_secs(5)).await,
+        0,
+        "out of the registry"
+    );
+
+    // The rest, a correlationId twice among them, in chunks of at most 8.
+    let mut queue: std::collections::VecDeque<_> = input.iter().cloned().collect();
+    queue.insert(30, input[29].clone());
+    let mut tickets = Vec::new();
+    while !queue.is_empty() {
+        let chunk = d.submit_chunk(&mut queue, 8).await.unwrap();
+        assert!((1..=8).contains(&chunk.len()), "{}", chunk.len());
+        tickets.extend(chunk);
+    }
+    assert_eq!(tickets.len(), 61);
+    let mut outcomes = Vec::new();
+    for (i, mut t) in tickets.into_iter().enumerate() {
+        let admission = t.accepted().await.unwrap();
+        if i < 2 {
+            assert_eq!(admission, Admission::AlreadyFinal(TriggerState::Completed));
+        }
+        let o = tokio::time::timeout(Duration::from_secs(30), t.outcome())
+            .await
+            .expect("outcome in time");
+        // The repeat (30) shares the first's ticket, or, if a chunk boundary fell between
+        // them and the first had finished, finds it final in the store.
+        if i != 30 {
+            assert_eq!(o.already_final, i < 2, "{i}");
+        }
+        outcomes.push(o);
+    }
+    assert_eq!(count(&outcomes, TriggerState::Completed), 61);
+    let s = stats(&sb);
+    assert_eq!(s["assist"]["executed_unique"], 60, "{s}");
+    assert!(s["assist"]["max_in_flight_observed"].as_u64().unwrap() <= 4);
+    for t in &input {
+        let row = store.trigger(t.correlation_id).await.unwrap().unwrap();
+        assert_eq!(row.state, TriggerState::Completed);
+    }
+    d.shutdown().await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_whose_write_fails_is_not_reported_accepted() {
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, store) = dispatcher(&sb, dir.path(), |_, _| {}).await;
+    store.close().await.unwrap();
+    let mut queue: std::collections::VecDeque<_> = triggers(3).into_iter().collect();
+    let tickets = d.submit_chunk(&mut queue, 8).await.unwrap();
+    assert_eq!(tickets.len(), 3);
+    for mut t in tickets {
+        let refused = t.accepted().await.unwrap_err().to_string();
+        assert!(refused.contains("store write failed"), "{refused}");
+        assert_eq!(t.outcome().await.state, TriggerState::Accepted);
+    }
+    assert!(d.halted().unwrap().contains("store write failed"));
+}

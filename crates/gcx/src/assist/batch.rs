@@ -3,11 +3,13 @@
 //! the triggers finish in. `gcx trigger`, the demo and the dispatch benchmark run their
 //! triggers this way.
 
+use std::collections::VecDeque;
+
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use gcx_protocol::ActionTriggerPayload;
 
-use super::dispatcher::{DispatcherHandle, Outcome, Ticket};
+use super::dispatcher::{DispatcherHandle, MAX_CHUNK, Outcome, Ticket};
 
 /// What dispatching a set of triggers gave.
 #[derive(Debug, Clone, Default)]
@@ -34,12 +36,15 @@ pub async fn dispatch_batch(
     let submitter = {
         let dispatcher = dispatcher.clone();
         tokio::spawn(async move {
-            for payload in triggers {
-                let Ok(ticket) = dispatcher.submit(payload).await else {
+            let mut queue = VecDeque::from(triggers);
+            while !queue.is_empty() {
+                let Ok(tickets) = dispatcher.submit_chunk(&mut queue, MAX_CHUNK).await else {
                     return;
                 };
-                if tickets_tx.send(ticket).await.is_err() {
-                    return;
+                for ticket in tickets {
+                    if tickets_tx.send(ticket).await.is_err() {
+                        return;
+                    }
                 }
             }
         })

@@ -38,6 +38,7 @@ use chrono::Utc;
 use gcx_protocol::ActionTriggerPayload;
 use gcx_protocol::assist::{ErrorPayload, ResultPayload, ResultState};
 use parking_lot::Mutex;
+use serde_json::value::RawValue;
 use thiserror::Error;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::Instant;
@@ -54,6 +55,10 @@ use crate::auth::TokenProvider;
 use crate::config::Config;
 use crate::retry::RetryPolicy;
 use crate::store::{Store, StoreError, TriggerRow, TriggerState, TriggerWrite, WriteBatch};
+
+/// The most triggers [`DispatcherHandle::submit_chunk`] is usually asked to admit
+/// together: their `accepted` rows go to the store as one item.
+pub const MAX_CHUNK: usize = 256;
 
 /// How the dispatcher works. [`DispatcherConfig::from_config`] fills it from a [`Config`].
 #[derive(Clone)]
@@ -176,7 +181,8 @@ impl Outcome {
 enum Phase {
     Queued,
     Accepted(Admission),
-    Done(Admission, Box<Outcome>),
+    /// `None`: it ended before it was stored (its `accepted` write failed).
+    Done(Option<Admission>, Box<Outcome>),
 }
 
 /// A submitted trigger: await its admission, then its outcome.
@@ -187,12 +193,21 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// Resolves once the trigger is durable in the store (or found there).
+    /// Resolves once the trigger is durable in the store (or found there); an error when
+    /// its write failed (the dispatcher then halts).
     pub async fn accepted(&mut self) -> Result<Admission, DispatchError> {
         loop {
             match &*self.phase.borrow_and_update() {
                 Phase::Queued => {}
-                Phase::Accepted(a) | Phase::Done(a, _) => return Ok(*a),
+                Phase::Accepted(a) | Phase::Done(Some(a), _) => return Ok(*a),
+                Phase::Done(None, outcome) => {
+                    return Err(DispatchError::Stopped(
+                        outcome
+                            .error
+                            .clone()
+                            .unwrap_or_else(|| "the trigger was not stored".to_owned()),
+                    ));
+                }
             }
             if self.phase.changed().await.is_err() {
                 return Err(DispatchError::Stopped(
@@ -383,16 +398,7 @@ impl DispatcherHandle {
     /// The store write happens in the background: `ticket.accepted()` awaits it. A
     /// correlationId already in flight gets that trigger's ticket.
     pub async fn submit(&self, payload: ActionTriggerPayload) -> Result<Ticket, DispatchError> {
-        let mut resumed = self.core.resumed.subscribe();
-        loop {
-            if *resumed.borrow_and_update() {
-                break;
-            }
-            tokio::select! {
-                r = resumed.changed() => if r.is_err() { return Err(self.core.stopped()) },
-                _ = self.core.halt.cancelled() => return Err(self.core.stopped()),
-            }
-        }
+        self.wait_resumed().await?;
         self.admit(payload, None).await
     }
 
@@ -401,45 +407,154 @@ impl DispatcherHandle {
         payload: ActionTriggerPayload,
         resume: Option<Resume>,
     ) -> Result<Ticket, DispatchError> {
+        let permit = self.place().await?;
+        let (text, frame) = texts(&payload);
+        match self.register(payload.correlation_id) {
+            Registered::Existing(ticket) => Ok(ticket),
+            Registered::New(entry, receiver, ticket) => {
+                let start = match resume {
+                    Some(r) => Start::Resume(r),
+                    None => Start::New(text),
+                };
+                let job = Job {
+                    payload,
+                    frame,
+                    start,
+                    admitted_at: Instant::now(),
+                };
+                tokio::spawn(drive(self.core.clone(), entry, receiver, job, permit));
+                Ok(ticket)
+            }
+        }
+    }
+
+    /// Admits up to `max` triggers from the front of `payloads`, in order: waits for room
+    /// in the window for the first, then takes as many more as there is room for now.
+    /// Their `accepted` rows are written in one batch in the background (each ticket's
+    /// `accepted()` awaits it), and each trigger is sent once that write is durable, as
+    /// with [`submit`](Self::submit). A correlationId already in flight gets that
+    /// trigger's ticket. For triggers held together (a file, a request): one store item and
+    /// one wake-up for the lot instead of one each.
+    pub async fn submit_chunk(
+        &self,
+        payloads: &mut VecDeque<ActionTriggerPayload>,
+        max: usize,
+    ) -> Result<Vec<Ticket>, DispatchError> {
+        self.wait_resumed().await?;
+        let mut tickets = Vec::new();
+        let mut writes = Vec::new();
+        let mut started = Vec::new();
+        while tickets.len() < max.max(1) && !payloads.is_empty() {
+            let permit = if tickets.is_empty() {
+                self.place().await?
+            } else {
+                match self.core.window.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => break,
+                }
+            };
+            let Some(payload) = payloads.pop_front() else {
+                break;
+            };
+            match self.register(payload.correlation_id) {
+                Registered::Existing(ticket) => tickets.push(ticket),
+                Registered::New(entry, receiver, ticket) => {
+                    tickets.push(ticket);
+                    let (text, frame) = texts(&payload);
+                    let accepted_at = Utc::now();
+                    writes.push(accept_write(&payload, text, accepted_at));
+                    started.push(Admitted {
+                        entry,
+                        events: receiver,
+                        payload,
+                        frame,
+                        accepted_at,
+                        admitted_at: Instant::now(),
+                        permit,
+                    });
+                }
+            }
+        }
+        if !started.is_empty() {
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                let batch = WriteBatch {
+                    triggers: writes,
+                    ..WriteBatch::default()
+                };
+                let stored = core
+                    .commit(batch)
+                    .await
+                    .map_err(|e| format!("store write failed: {e}"));
+                for (i, a) in started.into_iter().enumerate() {
+                    let stored = match &stored {
+                        Ok(existing) => Ok(existing.get(i).copied().flatten()),
+                        Err(reason) => Err(reason.clone()),
+                    };
+                    let job = Job {
+                        payload: a.payload,
+                        frame: a.frame,
+                        start: Start::Stored {
+                            accepted_at: a.accepted_at,
+                            stored,
+                        },
+                        admitted_at: a.admitted_at,
+                    };
+                    tokio::spawn(drive(core.clone(), a.entry, a.events, job, a.permit));
+                }
+            });
+        }
+        Ok(tickets)
+    }
+
+    /// Waits until every unfinished trigger from the store was admitted.
+    async fn wait_resumed(&self) -> Result<(), DispatchError> {
+        let mut resumed = self.core.resumed.subscribe();
+        loop {
+            if *resumed.borrow_and_update() {
+                return Ok(());
+            }
+            tokio::select! {
+                r = resumed.changed() => if r.is_err() { return Err(self.core.stopped()) },
+                _ = self.core.halt.cancelled() => return Err(self.core.stopped()),
+            }
+        }
+    }
+
+    /// Waits for room in the window.
+    async fn place(&self) -> Result<OwnedSemaphorePermit, DispatchError> {
         let core = &self.core;
         if core.halt.is_cancelled() {
             return Err(core.stopped());
         }
-        let permit = tokio::select! {
-            p = core.window.clone().acquire_owned() => p.map_err(|_| core.stopped())?,
-            _ = core.halt.cancelled() => return Err(core.stopped()),
-        };
-        let correlation_id = payload.correlation_id;
-        let (events, receiver) = mpsc::unbounded_channel();
-        let entry = {
-            let mut registry = core.registry.lock();
-            if let Some(existing) = registry.get(&correlation_id) {
-                return Ok(Ticket {
-                    correlation_id,
-                    phase: existing.phase.subscribe(),
-                });
-            }
-            let (phase, _) = watch::channel(Phase::Queued);
-            let entry = Arc::new(Entry {
-                events,
-                slot: Mutex::new(None),
-                phase,
+        tokio::select! {
+            p = core.window.clone().acquire_owned() => p.map_err(|_| core.stopped()),
+            _ = core.halt.cancelled() => Err(core.stopped()),
+        }
+    }
+
+    /// Enters a trigger in the registry, or finds the one in flight with its id.
+    fn register(&self, correlation_id: Uuid) -> Registered {
+        let mut registry = self.core.registry.lock();
+        if let Some(existing) = registry.get(&correlation_id) {
+            return Registered::Existing(Ticket {
+                correlation_id,
+                phase: existing.phase.subscribe(),
             });
-            registry.insert(correlation_id, entry.clone());
-            entry
-        };
+        }
+        let (events, receiver) = mpsc::unbounded_channel();
+        let (phase, _) = watch::channel(Phase::Queued);
+        let entry = Arc::new(Entry {
+            events,
+            slot: Mutex::new(None),
+            phase,
+        });
+        registry.insert(correlation_id, entry.clone());
         let ticket = Ticket {
             correlation_id,
             phase: entry.phase.subscribe(),
         };
-        tokio::spawn(drive(
-            core.clone(),
-            entry,
-            receiver,
-            Job { payload, resume },
-            permit,
-        ));
-        Ok(ticket)
+        Registered::New(entry, receiver, ticket)
     }
 
     /// Waits until every admitted trigger finished, or `timeout`; returns how many are
@@ -672,8 +787,26 @@ fn route(core: &Core, id: Uuid, event: TriggerEvent) {
 /// What one trigger task works on.
 struct Job {
     payload: ActionTriggerPayload,
-    /// Set when resuming a stored unfinished trigger.
-    resume: Option<Resume>,
+    /// The `send` frame around the payload's JSON text.
+    frame: Utf8Bytes,
+    start: Start,
+    /// When it was admitted (its queue wait runs from here).
+    admitted_at: Instant,
+}
+
+/// Where a trigger task starts.
+enum Start {
+    /// New: the task writes its `accepted` row (this JSON text of the payload) first.
+    New(Box<RawValue>),
+    /// New, its `accepted` row already written with its neighbours' in one batch
+    /// ([`DispatcherHandle::submit_chunk`]), at `accepted_at`: what the store answered
+    /// (the state the correlationId already had, if any), or why the write failed.
+    Stored {
+        accepted_at: chrono::DateTime<Utc>,
+        stored: Result<Option<TriggerState>, String>,
+    },
+    /// A stored unfinished trigger.
+    Resume(Resume),
 }
 
 /// A stored unfinished trigger, as its resumption needs it.
@@ -836,75 +969,155 @@ impl Run<'_> {
     }
 }
 
+/// A trigger as the store holds it once its `accepted` write answered.
+struct Stored {
+    admission: Admission,
+    /// Stored `sent`: acknowledged before.
+    acked: bool,
+    attempts: u32,
+    crm_key: String,
+    accepted_at: chrono::DateTime<Utc>,
+}
+
+/// What an `accepted` write's answer (`Ok(state it already had)`, or why it failed)
+/// means for the trigger: go on, or end now with this outcome.
+async fn stored_admission(
+    core: &Core,
+    id: Uuid,
+    accepted_at: chrono::DateTime<Utc>,
+    answer: Result<Option<TriggerState>, String>,
+) -> Result<Stored, (Option<Admission>, Outcome)> {
+    let failed = |reason: String| {
+        core.halt_with(reason.clone());
+        let mut o = Outcome::bare(id, TriggerState::Accepted);
+        o.error = Some(reason);
+        (None, o)
+    };
+    let stored = |admission, acked, crm_key| Stored {
+        admission,
+        acked,
+        attempts: 0,
+        crm_key,
+        accepted_at,
+    };
+    match answer {
+        Err(reason) => Err(failed(reason)),
+        Ok(None) => Ok(stored(
+            Admission::New,
+            false,
+            crm_ordering_key(accepted_at, id),
+        )),
+        Ok(Some(state)) if state.is_unfinished() => {
+            // Stored unfinished by another gcx on this store: its rows' key is the
+            // stored one.
+            let key = match core.store.trigger(id).await {
+                Ok(Some(row)) => stored_crm_key(core, &row).await,
+                Ok(None) => Ok(crm_ordering_key(accepted_at, id)),
+                Err(e) => Err(e),
+            };
+            match key {
+                Ok(key) => Ok(stored(
+                    Admission::Resumed(state),
+                    state == TriggerState::Sent,
+                    key,
+                )),
+                Err(e) => Err(failed(format!("store read failed: {e}"))),
+            }
+        }
+        Ok(Some(state)) => {
+            let mut o = Outcome::bare(id, state);
+            o.already_final = true;
+            Err((Some(Admission::AlreadyFinal(state)), o))
+        }
+    }
+}
+
+/// A new trigger's `accepted` row.
+fn accept_write(
+    payload: &ActionTriggerPayload,
+    text: Box<RawValue>,
+    at: chrono::DateTime<Utc>,
+) -> TriggerWrite {
+    TriggerWrite::Accept {
+        correlation_id: payload.correlation_id,
+        action_type: payload.action_type.clone(),
+        payload: text,
+        at,
+    }
+}
+
+/// The payload's JSON text (stored) and the `send` frame around it, serialized once.
+fn texts(payload: &ActionTriggerPayload) -> (Box<RawValue>, Utf8Bytes) {
+    let text = crate::store::json_text(payload);
+    let frame = Utf8Bytes::from(send_frame(&text));
+    (text, frame)
+}
+
+/// A trigger of a chunk, admitted and waiting for the chunk's `accepted` write.
+struct Admitted {
+    entry: Arc<Entry>,
+    events: mpsc::UnboundedReceiver<TriggerEvent>,
+    payload: ActionTriggerPayload,
+    frame: Utf8Bytes,
+    accepted_at: chrono::DateTime<Utc>,
+    admitted_at: Instant,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What [`DispatcherHandle::register`] found.
+enum Registered {
+    /// The trigger in flight with that id.
+    Existing(Ticket),
+    New(Arc<Entry>, mpsc::UnboundedReceiver<TriggerEvent>, Ticket),
+}
+
 async fn run(
     core: &Core,
     entry: &Entry,
     mut events: mpsc::UnboundedReceiver<TriggerEvent>,
     job: Job,
-) -> (Admission, Outcome) {
+) -> (Option<Admission>, Outcome) {
     let payload = &job.payload;
     let id = payload.correlation_id;
-    let admitted_at = Instant::now();
-    let accepted_at = Utc::now();
-    // Serialized once: the stored payload and the frame that sends it.
-    let payload_text = crate::store::json_text(payload);
-    let frame = Utf8Bytes::from(send_frame(&payload_text));
+    let admitted_at = job.admitted_at;
+    let frame = job.frame;
 
     // 1. Durable first.
-    let (admission, acked, attempts, crm_key) = match job.resume {
-        Some(r) => (
-            Admission::Resumed(r.state),
-            r.state == TriggerState::Sent,
-            r.attempts,
-            r.crm_key,
-        ),
-        None => {
+    let stored = match job.start {
+        Start::Resume(r) => Ok(Stored {
+            admission: Admission::Resumed(r.state),
+            acked: r.state == TriggerState::Sent,
+            attempts: r.attempts,
+            crm_key: r.crm_key,
+            accepted_at: Utc::now(),
+        }),
+        Start::New(text) => {
+            let accepted_at = Utc::now();
             let batch = WriteBatch {
-                triggers: vec![TriggerWrite::Accept {
-                    correlation_id: id,
-                    action_type: payload.action_type.clone(),
-                    payload: payload_text,
-                    at: accepted_at,
-                }],
+                triggers: vec![accept_write(payload, text, accepted_at)],
                 ..WriteBatch::default()
             };
-            let store_failed = |what: &str, e: StoreError| {
-                let reason = format!("store {what} failed: {e}");
-                core.halt_with(reason.clone());
-                let mut o = Outcome::bare(id, TriggerState::Accepted);
-                o.error = Some(reason);
-                (Admission::New, o)
-            };
-            match core.commit(batch).await {
-                Err(e) => return store_failed("write", e),
-                Ok(existing) => match existing.first().copied().flatten() {
-                    None => (Admission::New, false, 0, crm_ordering_key(accepted_at, id)),
-                    Some(state) if state.is_unfinished() => {
-                        // Stored unfinished by another gcx on this store: its rows' key
-                        // is the stored one.
-                        let key = match core.store.trigger(id).await {
-                            Ok(Some(row)) => stored_crm_key(core, &row).await,
-                            Ok(None) => Ok(crm_ordering_key(accepted_at, id)),
-                            Err(e) => Err(e),
-                        };
-                        match key {
-                            Ok(key) => (
-                                Admission::Resumed(state),
-                                state == TriggerState::Sent,
-                                0,
-                                key,
-                            ),
-                            Err(e) => return store_failed("read", e),
-                        }
-                    }
-                    Some(state) => {
-                        let mut o = Outcome::bare(id, state);
-                        o.already_final = true;
-                        return (Admission::AlreadyFinal(state), o);
-                    }
-                },
-            }
+            let answer = core
+                .commit(batch)
+                .await
+                .map(|existing| existing.first().copied().flatten())
+                .map_err(|e| format!("store write failed: {e}"));
+            stored_admission(core, id, accepted_at, answer).await
         }
+        Start::Stored {
+            accepted_at,
+            stored,
+        } => stored_admission(core, id, accepted_at, stored).await,
+    };
+    let Stored {
+        admission,
+        acked,
+        attempts,
+        crm_key,
+        accepted_at,
+    } = match stored {
+        Ok(s) => s,
+        Err(done) => return done,
     };
     entry.phase.send_replace(Phase::Accepted(admission));
 
@@ -925,12 +1138,12 @@ async fn run(
 
     // 2. A slot, once the engine has told us its limit.
     if core.wait_connected().await.is_none() {
-        return (admission, run.halted());
+        return (Some(admission), run.halted());
     }
     let slot_wait = Instant::now();
     let slot = tokio::select! {
         s = tokio::time::timeout(core.config.slot_timeout, core.slots.acquire()) => s,
-        _ = core.halt.cancelled() => return (admission, run.halted()),
+        _ = core.halt.cancelled() => return (Some(admission), run.halted()),
     };
     let Ok(slot) = slot else {
         let message = format!(
@@ -938,7 +1151,7 @@ async fn run(
             core.config.slot_timeout,
             core.slots.limit()
         );
-        return (admission, run.reject("slot_timeout", message).await);
+        return (Some(admission), run.reject("slot_timeout", message).await);
     };
     metrics::histogram!(m::SLOT_WAIT).record(slot_wait.elapsed().as_secs_f64());
     run.queue_wait = Some(admitted_at.elapsed());
@@ -946,7 +1159,7 @@ async fn run(
     metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
     let outcome = send_until_done(&mut run, entry, &mut events, &frame).await;
     metrics::gauge!(m::IN_FLIGHT).set(f64::from(core.slots.in_use()));
-    (admission, outcome)
+    (Some(admission), outcome)
 }
 
 /// Sends, and re-sends as the answers require, until a result or a final refusal.
@@ -1137,7 +1350,7 @@ async fn finish(
 
 /// `{"type":"send","payload":…}` around the payload's JSON text (the same text
 /// `WsMessage::send(p).to_json()` gives, without building a JSON tree first).
-fn send_frame(payload: &serde_json::value::RawValue) -> String {
+fn send_frame(payload: &RawValue) -> String {
     #[derive(serde::Serialize)]
     struct Send<'a> {
         #[serde(rename = "type")]

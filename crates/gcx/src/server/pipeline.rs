@@ -3,12 +3,14 @@
 //! when it is finished; and whether the assist stream is up. [`DispatcherHandle`]
 //! implements it; keeping the seam narrow keeps routes free of dispatcher internals.
 
+use std::collections::VecDeque;
+
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, join_all};
 use gcx_protocol::ActionTriggerPayload;
 use thiserror::Error;
 
-use crate::assist::dispatcher::{Admission, DispatchError, DispatcherHandle};
+use crate::assist::dispatcher::{Admission, DispatchError, DispatcherHandle, MAX_CHUNK};
 use crate::store::TriggerState;
 
 /// What became of one submitted trigger.
@@ -67,11 +69,12 @@ impl TriggerPipeline for DispatcherHandle {
         triggers: Vec<ActionTriggerPayload>,
     ) -> BoxFuture<'_, Result<Vec<Intake>, PipelineError>> {
         async move {
-            // Admit all first (each only waits for room in the dispatcher's window), so
-            // their store writes share group commits; then await their durability.
+            // Admit all first (in chunks that each wait only for room in the
+            // dispatcher's window and share one store write), then await durability.
             let mut tickets = Vec::with_capacity(triggers.len());
-            for payload in triggers {
-                tickets.push(DispatcherHandle::submit(self, payload).await?);
+            let mut queue = VecDeque::from(triggers);
+            while !queue.is_empty() {
+                tickets.extend(self.submit_chunk(&mut queue, MAX_CHUNK).await?);
             }
             let admissions = join_all(tickets.iter_mut().map(|t| t.accepted())).await;
             let mut out = Vec::with_capacity(tickets.len());
