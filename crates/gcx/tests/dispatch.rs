@@ -827,7 +827,15 @@ async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
     // its acceptance time then its correlationId.
     let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
     let outcomes = run_all(&d, input.clone()).await;
-    assert_eq!(count(&outcomes, TriggerState::Completed), 100);
+    assert_eq!(
+        count(&outcomes, TriggerState::Completed),
+        100,
+        "{:?}",
+        outcomes
+            .iter()
+            .filter(|o| o.state != TriggerState::Completed)
+            .collect::<Vec<_>>()
+    );
     d.shutdown().await;
     let by_key = crm_rows_by_key(&store).await;
     assert_eq!(by_key.len(), 100, "{by_key:?}");

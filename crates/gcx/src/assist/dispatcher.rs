@@ -323,7 +323,7 @@ impl Dispatcher {
                     attempts: row.attempts,
                     crm_key,
                 };
-                if feeder.admit(payload, Some(resume)).await.is_err() {
+                if feeder.admit_resumed(payload, resume).await.is_err() {
                     break;
                 }
             }
@@ -395,31 +395,32 @@ enum TriggerEvent {
 impl DispatcherHandle {
     /// Admits a trigger: waits for room in the window (and, at start, until every
     /// unfinished trigger from the store was admitted first), then returns its ticket.
-    /// The store write happens in the background: `ticket.accepted()` awaits it. A
-    /// correlationId already in flight gets that trigger's ticket.
+    /// A chunk of one ([`submit_chunk`](Self::submit_chunk)): the store write happens in
+    /// the background, `ticket.accepted()` awaits it, and a correlationId already in
+    /// flight gets that trigger's ticket.
     pub async fn submit(&self, payload: ActionTriggerPayload) -> Result<Ticket, DispatchError> {
-        self.wait_resumed().await?;
-        self.admit(payload, None).await
+        let mut one = VecDeque::from([payload]);
+        self.submit_chunk(&mut one, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| self.core.stopped())
     }
 
-    async fn admit(
+    /// Admits a stored unfinished trigger (at start, before any new one).
+    async fn admit_resumed(
         &self,
         payload: ActionTriggerPayload,
-        resume: Option<Resume>,
+        resume: Resume,
     ) -> Result<Ticket, DispatchError> {
         let permit = self.place().await?;
-        let (text, frame) = texts(&payload);
         match self.register(payload.correlation_id) {
             Registered::Existing(ticket) => Ok(ticket),
             Registered::New(entry, receiver, ticket) => {
-                let start = match resume {
-                    Some(r) => Start::Resume(r),
-                    None => Start::New(text),
-                };
+                let (_, frame) = texts(&payload);
                 let job = Job {
                     payload,
                     frame,
-                    start,
+                    start: Start::Resume(resume),
                     admitted_at: Instant::now(),
                 };
                 tokio::spawn(drive(self.core.clone(), entry, receiver, job, permit));
@@ -431,9 +432,8 @@ impl DispatcherHandle {
     /// Admits up to `max` triggers from the front of `payloads`, in order: waits for room
     /// in the window for the first, then takes as many more as there is room for now.
     /// Their `accepted` rows are written in one batch in the background (each ticket's
-    /// `accepted()` awaits it), and each trigger is sent once that write is durable, as
-    /// with [`submit`](Self::submit). A correlationId already in flight gets that
-    /// trigger's ticket. For triggers held together (a file, a request): one store item and
+    /// `accepted()` awaits it), and no trigger is sent before that write is durable. A
+    /// correlationId already in flight gets that trigger's ticket. For triggers held together (a file, a request): one store item and
     /// one wake-up for the lot instead of one each.
     pub async fn submit_chunk(
         &self,
@@ -796,9 +796,7 @@ struct Job {
 
 /// Where a trigger task starts.
 enum Start {
-    /// New: the task writes its `accepted` row (this JSON text of the payload) first.
-    New(Box<RawValue>),
-    /// New, its `accepted` row already written with its neighbours' in one batch
+    /// New, its `accepted` row written with its chunk's in one batch
     /// ([`DispatcherHandle::submit_chunk`]), at `accepted_at`: what the store answered
     /// (the state the correlationId already had, if any), or why the write failed.
     Stored {
@@ -1091,19 +1089,6 @@ async fn run(
             crm_key: r.crm_key,
             accepted_at: Utc::now(),
         }),
-        Start::New(text) => {
-            let accepted_at = Utc::now();
-            let batch = WriteBatch {
-                triggers: vec![accept_write(payload, text, accepted_at)],
-                ..WriteBatch::default()
-            };
-            let answer = core
-                .commit(batch)
-                .await
-                .map(|existing| existing.first().copied().flatten())
-                .map_err(|e| format!("store write failed: {e}"));
-            stored_admission(core, id, accepted_at, answer).await
-        }
         Start::Stored {
             accepted_at,
             stored,
