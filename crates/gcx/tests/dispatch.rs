@@ -393,8 +393,14 @@ fn triggers(n: u32) -> Vec<ActionTriggerPayload> {
     (0..n).map(trigger).collect()
 }
 
+/// The engine latency for [`stopped_midway`] runs. With 30 ms, and the stop right at the
+/// result that reached `completed`, about 1 run in 60 (four test processes and a
+/// benchmark on two cores) stopped with no action recorded between ack and result.
+const STOPPED_MIDWAY_LATENCY_MS: u64 = 150;
+
 /// Submits every trigger, shuts the dispatcher down once the engine has completed
-/// `completed` actions, and returns each trigger's outcome at that point.
+/// `completed` actions (and half an engine latency more), and returns each trigger's
+/// outcome at that point.
 async fn stopped_midway(
     sb: &Sandbox,
     d: &DispatcherHandle,
@@ -409,6 +415,9 @@ async fn stopped_midway(
         sb.state.stats.assist.results_completed.get() >= completed
     })
     .await;
+    // The slots those results freed were just taken by new sends: half an engine latency
+    // later their acks are stored and their results not yet in.
+    tokio::time::sleep(Duration::from_millis(STOPPED_MIDWAY_LATENCY_MS / 2)).await;
     d.shutdown().await;
     let mut outcomes = Vec::new();
     for mut t in tickets {
@@ -687,7 +696,10 @@ async fn a_slot_wait_has_a_deadline() {
 async fn a_stopped_run_resumes_and_nothing_runs_twice() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 10,
-        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(30),
+        // Long enough that an action's ack is stored well before its result, however
+        // busy the machine: the first run must stop some between the two, and the
+        // engine must still be running some of them when the second run starts.
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(STOPPED_MIDWAY_LATENCY_MS),
         ..Faults::default()
     })
     .await;
@@ -809,7 +821,10 @@ async fn crm_rows_by_key(store: &Store) -> std::collections::BTreeMap<String, Ve
 async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
     let sb = sandbox(Faults {
         max_concurrent_actions: 10,
-        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(30),
+        // Long enough that an action's ack is stored well before its result, however
+        // busy the machine: the first run must stop some between the two, and the
+        // engine must still be running some of them when the second run starts.
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(STOPPED_MIDWAY_LATENCY_MS),
         ..Faults::default()
     })
     .await;
@@ -852,6 +867,90 @@ async fn a_resumed_trigger_writes_its_crm_rows_under_the_key_it_began_with() {
             &gcx::assist::record::crm_ordering_key(stored.accepted_at, t.correlation_id)
         );
     }
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_held_by_a_previous_process_does_not_spend_resumed_triggers_retries() {
+    use gcx::store::{TriggerWrite, WriteBatch};
+    let sb = sandbox(Faults {
+        max_concurrent_actions: 5,
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(400),
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Ten triggers stored `accepted`, no retries allowed. The five accepted last were sent
+    // by a process that stopped before it stored their acks: the engine runs them, and
+    // its whole capacity is theirs, while the store puts the other five first.
+    let input: Vec<ActionTriggerPayload> = (0..10)
+        .map(|i| {
+            let mut t = trigger(i);
+            t.max_retries = 0;
+            t
+        })
+        .collect();
+    let mut config = Config::default();
+    config.store.data_dir = dir.path().to_owned();
+    let store = Store::open(&config.store).await.unwrap();
+    let base = chrono::Utc::now() - chrono::Duration::seconds(10);
+    let accepts = input
+        .iter()
+        .zip(0i64..)
+        .map(|(t, i)| TriggerWrite::Accept {
+            correlation_id: t.correlation_id,
+            action_type: t.action_type.clone(),
+            payload: serde_json::value::to_raw_value(t).unwrap(),
+            at: base + chrono::Duration::milliseconds(i),
+        })
+        .collect();
+    store
+        .commit(WriteBatch {
+            triggers: accepts,
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    let (previous, mut events) = AssistStream::connect(
+        stream_config(&sb),
+        tokens_for(&sb, "gcx-demo", "gcx-demo-secret"),
+    );
+    connected(&mut events).await;
+    for t in &input[5..] {
+        previous.send_text(frame(t)).await.unwrap();
+    }
+    for _ in 0..5 {
+        next_matching(&mut events, Duration::from_secs(5), |e| match e {
+            StreamEvent::Ack { .. } => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    previous.shutdown().await;
+
+    // The next process resumes all ten: the first five it sends meet 429s until the
+    // engine's actions end, and none of them is rejected for it.
+    let (d, store) = dispatcher(&sb, dir.path(), |_, _| {}).await;
+    assert_eq!(d.stats().resumed, 10);
+    let outcomes = run_all(&d, input.clone()).await;
+    assert_eq!(
+        count(&outcomes, TriggerState::Completed),
+        10,
+        "{:?}",
+        outcomes
+            .iter()
+            .filter(|o| o.state != TriggerState::Completed)
+            .collect::<Vec<_>>()
+    );
+    let stats = stats(&sb);
+    assert!(
+        stats["assist"]["rejected_429"].as_u64().unwrap() > 0,
+        "no send met the previous process's actions: {stats}"
+    );
+    assert_eq!(stats["assist"]["executed_unique"], 10);
+    assert!(outcomes.iter().all(|o| o.retries == 0), "{outcomes:?}");
+    d.shutdown().await;
     store.close().await.unwrap();
 }
 

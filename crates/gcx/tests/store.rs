@@ -28,7 +28,7 @@ both_backends!(
     dead_letters_cascade_and_replay_in_order,
     a_key_is_open_while_a_message_of_it_is_undelivered,
     endpoints_disable_and_enable,
-    unfinished_triggers_are_reloaded_oldest_first,
+    unfinished_triggers_are_reloaded_sent_first_then_oldest_first,
     everything_survives_a_reopen,
     a_kill_9_loses_nothing_reported_durable,
     read_only_handles_refuse_writes,
@@ -624,9 +624,9 @@ async fn endpoints_disable_and_enable(t: TestStore) {
     store.close().await.unwrap();
 }
 
-async fn unfinished_triggers_are_reloaded_oldest_first(t: TestStore) {
+async fn unfinished_triggers_are_reloaded_sent_first_then_oldest_first(t: TestStore) {
     let store = t.open().await;
-    let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    let ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
     let base = Utc::now() - Age::minutes(10);
     for (i, id) in ids.iter().enumerate() {
         commit(
@@ -651,6 +651,7 @@ async fn unfinished_triggers_are_reloaded_oldest_first(t: TestStore) {
                 transition(ids[1], TriggerState::Sent, 1),
                 transition(ids[1], TriggerState::Completed, 1),
                 transition(ids[3], TriggerState::Rejected, 0),
+                transition(ids[4], TriggerState::Sent, 1),
             ],
             ..WriteBatch::default()
         },
@@ -665,10 +666,12 @@ async fn unfinished_triggers_are_reloaded_oldest_first(t: TestStore) {
         got,
         vec![
             (ids[0], TriggerState::Sent),
-            (ids[2], TriggerState::Accepted)
+            (ids[4], TriggerState::Sent),
+            (ids[2], TriggerState::Accepted),
+            (ids[5], TriggerState::Accepted),
         ]
     );
-    assert_eq!(unfinished[1].payload, json!({"i": 2}));
+    assert_eq!(unfinished[2].payload, json!({"i": 2}));
     store.close().await.unwrap();
 }
 

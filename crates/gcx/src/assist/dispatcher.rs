@@ -48,7 +48,7 @@ use uuid::Uuid;
 
 use super::metrics as m;
 use super::record::{CRM_ENDPOINT, Recorder, Refusal, TriggerFacts, crm_ordering_key};
-use super::slots::{Slot, Slots};
+use super::slots::{Slot, SlotRequest, Slots};
 use super::stream::{AssistStream, StreamConfig, StreamEvent};
 use crate::audit::parameters_sha256;
 use crate::auth::TokenProvider;
@@ -59,6 +59,14 @@ use crate::store::{Store, StoreError, TriggerRow, TriggerState, TriggerWrite, Wr
 /// The most triggers [`DispatcherHandle::submit_chunk`] is usually asked to admit
 /// together: their `accepted` rows go to the store as one item.
 pub const MAX_CHUNK: usize = 256;
+
+/// How long after a start with resumed triggers a 429 may be the engine still running
+/// actions of the previous gcx process: an action keeps its place after its socket
+/// closed, for at most the engine's 30 s action timeout (PROTOCOL.md 3.6), and this
+/// client cannot know of those actions until it has re-sent each resumed trigger. Within
+/// it, and while some resumed trigger has had no answer yet, a 429 does not spend a
+/// trigger's `maxRetries` (docs/protocol-notes.md).
+const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
 /// How the dispatcher works. [`DispatcherConfig::from_config`] fills it from a [`Config`].
 #[derive(Clone)]
@@ -283,6 +291,8 @@ impl Dispatcher {
             retries: AtomicU64::new(0),
             triggers_retried: AtomicU64::new(0),
             resumed_count: AtomicU64::new(unfinished.len() as u64),
+            unanswered_resumed: Arc::new(AtomicU64::new(unfinished.len() as u64)),
+            started: Instant::now(),
         });
         // The reader calls the router directly: one task hop fewer per answer, and the
         // freed slot reaches the next trigger sooner. Weak: the stream lives in `core`.
@@ -315,6 +325,7 @@ impl Dispatcher {
                     Err(e) => {
                         tracing::error!(correlation_id = %row.correlation_id, error = %e,
                             "stored trigger payload does not parse; left as it is");
+                        drop(Unanswered::of(&feeder.core));
                         continue;
                     }
                 };
@@ -363,6 +374,10 @@ struct Core {
     retries: AtomicU64,
     triggers_retried: AtomicU64,
     resumed_count: AtomicU64,
+    /// Resumed triggers not yet acked, refused or finished in this run (see
+    /// [`ORPHAN_GRACE`]); counted down by each one's [`Unanswered`].
+    unanswered_resumed: Arc<AtomicU64>,
+    started: Instant,
 }
 
 /// One admitted trigger, as the router reaches it.
@@ -412,6 +427,7 @@ impl DispatcherHandle {
         payload: ActionTriggerPayload,
         resume: Resume,
     ) -> Result<Ticket, DispatchError> {
+        let unanswered = Unanswered::of(&self.core);
         let permit = self.place().await?;
         match self.register(payload.correlation_id) {
             Registered::Existing(ticket) => Ok(ticket),
@@ -422,6 +438,10 @@ impl DispatcherHandle {
                     frame,
                     start: Start::Resume(resume),
                     admitted_at: Instant::now(),
+                    // Its place in the slot queue is taken here, in the store's order
+                    // (sent ones first), not when its task first runs.
+                    slot: self.core.slots.request(),
+                    unanswered,
                 };
                 tokio::spawn(drive(self.core.clone(), entry, receiver, job, permit));
                 Ok(ticket)
@@ -499,6 +519,8 @@ impl DispatcherHandle {
                             stored,
                         },
                         admitted_at: a.admitted_at,
+                        slot: core.slots.request(),
+                        unanswered: Unanswered(None),
                     };
                     tokio::spawn(drive(core.clone(), a.entry, a.events, job, a.permit));
                 }
@@ -660,6 +682,12 @@ impl Core {
         Ok(receipt.existing)
     }
 
+    /// Whether the engine may still be running actions of a previous process that this
+    /// one has not re-sent yet ([`ORPHAN_GRACE`]).
+    fn orphans_possible(&self) -> bool {
+        self.unanswered_resumed.load(Ordering::Relaxed) > 0 && self.started.elapsed() < ORPHAN_GRACE
+    }
+
     /// Waits for a connection that takes sends; `None` when halted.
     async fn wait_connected(&self) -> Option<u64> {
         let mut connection = self.connection.subscribe();
@@ -792,6 +820,36 @@ struct Job {
     start: Start,
     /// When it was admitted (its queue wait runs from here).
     admitted_at: Instant,
+    /// Its place in the slot queue, taken in admission order when the job is made: tasks
+    /// run in whatever order the runtime picks, and slots must go to triggers in the
+    /// order they were admitted (after a restart, the engine may still be running the
+    /// first ones, and their re-sends must hold slots before new triggers take them).
+    slot: SlotRequest,
+    /// A resumed trigger's mark in [`Core::unanswered_resumed`].
+    unanswered: Unanswered,
+}
+
+/// Counts a resumed trigger in [`Core::unanswered_resumed`] until its first answer from
+/// the engine or its end, whichever comes first.
+struct Unanswered(Option<Arc<AtomicU64>>);
+
+impl Unanswered {
+    /// The mark of one of the resumed triggers counted when `core` was made.
+    fn of(core: &Core) -> Unanswered {
+        Unanswered(Some(core.unanswered_resumed.clone()))
+    }
+
+    fn answered(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        self.answered();
+    }
 }
 
 /// Where a trigger task starts.
@@ -867,13 +925,17 @@ struct Run<'a> {
     parameters_sha256: String,
     acked: bool,
     attempts: u32,
+    /// Re-sends on the payload's `maxRetries`.
     retries: u32,
+    /// Re-sent at least once after a refusal.
+    retried: bool,
     accepted_at: chrono::DateTime<Utc>,
     crm_key: String,
     first_sent: Option<(Instant, chrono::DateTime<Utc>)>,
     queue_wait: Option<Duration>,
     send_to_ack: Option<Duration>,
     send_to_result: Option<Duration>,
+    unanswered: Unanswered,
 }
 
 impl Run<'_> {
@@ -924,14 +986,20 @@ impl Run<'_> {
     }
 
     /// Counts one retryable refusal; `false` when `maxRetries` is spent.
-    fn take_retry(&mut self) -> bool {
-        if self.retries >= u32::from(self.payload.max_retries) {
+    /// Counts a re-send after a refusal; false when `on_budget` and the payload's
+    /// `maxRetries` are spent. One off the budget (see [`ORPHAN_GRACE`]) is counted in the
+    /// totals but not in the trigger's `retries`.
+    fn take_retry(&mut self, on_budget: bool) -> bool {
+        if on_budget && self.retries >= u32::from(self.payload.max_retries) {
             return false;
         }
-        if self.retries == 0 {
+        if !self.retried {
+            self.retried = true;
             self.core.triggers_retried.fetch_add(1, Ordering::Relaxed);
         }
-        self.retries += 1;
+        if on_budget {
+            self.retries += 1;
+        }
         self.core.retries.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(m::RETRIES).increment(1);
         true
@@ -1113,12 +1181,14 @@ async fn run(
         acked,
         attempts,
         retries: 0,
+        retried: false,
         accepted_at,
         crm_key,
         first_sent: None,
         queue_wait: None,
         send_to_ack: None,
         send_to_result: None,
+        unanswered: job.unanswered,
     };
 
     // 2. A slot, once the engine has told us its limit.
@@ -1127,7 +1197,7 @@ async fn run(
     }
     let slot_wait = Instant::now();
     let slot = tokio::select! {
-        s = tokio::time::timeout(core.config.slot_timeout, core.slots.acquire()) => s,
+        s = tokio::time::timeout(core.config.slot_timeout, job.slot.granted()) => s,
         _ = core.halt.cancelled() => return (Some(admission), run.halted()),
     };
     let Ok(slot) = slot else {
@@ -1185,6 +1255,7 @@ async fn send_until_done(
             };
             match event {
                 TriggerEvent::Ack { duplicate, at } => {
+                    run.unanswered.answered();
                     if run.acked {
                         continue;
                     }
@@ -1220,7 +1291,10 @@ async fn send_until_done(
                     payload,
                 } => match code {
                     429 | 500..=599 => {
-                        if !run.take_retry() {
+                        // The 429 may be for capacity held by a previous process's
+                        // actions: retried, but not on the trigger's budget.
+                        let on_budget = code != 429 || !core.orphans_possible();
+                        if !run.take_retry(on_budget) {
                             let what = if code == 429 {
                                 "rate_limited"
                             } else {
@@ -1240,7 +1314,7 @@ async fn send_until_done(
                         let wait = core
                             .config
                             .refusal_retry
-                            .next_delay(run.retries - 1, asked, Duration::ZERO)
+                            .next_delay(run.retries.saturating_sub(1), asked, Duration::ZERO)
                             .unwrap_or_default();
                         let slot = tokio::select! {
                             s = async {
@@ -1279,7 +1353,7 @@ async fn send_until_done(
                     if lost != epoch {
                         continue;
                     }
-                    if !run.acked && !run.take_retry() {
+                    if !run.acked && !run.take_retry(true) {
                         let text = format!(
                             "the connection was lost before the engine acknowledged it and its maxRetries ({}) are spent",
                             run.payload.max_retries

@@ -79,42 +79,44 @@ impl Slots {
         self.wait(true).await
     }
 
-    async fn wait(&self, first: bool) -> Slot {
-        loop {
-            let receiver = {
-                let mut state = self.state.lock();
-                if state.in_use < state.limit && (first || state.waiters.is_empty()) {
-                    state.in_use += 1;
-                    return Slot {
-                        slots: self.clone(),
-                    };
-                }
-                let (tx, rx) = oneshot::channel();
-                if first {
-                    state.waiters.push_front(tx);
-                } else {
-                    state.waiters.push_back(tx);
-                }
-                rx
-            };
-            let mut waiting = Waiting {
-                receiver: Some(receiver),
-                slots: self.clone(),
-            };
-            let granted = match waiting.receiver.as_mut() {
-                Some(receiver) => receiver.await.is_ok(),
-                None => false,
-            };
-            // Granted or not, the receiver is finished with: nothing to give back on drop.
-            waiting.receiver = None;
-            if granted {
-                return Slot {
-                    slots: self.clone(),
-                };
-            }
-            // Err would mean the sender was dropped without granting, which `State` never
-            // does while a clone of `Slots` (this one) lives; queue again to be safe.
+    /// Takes a place at the back of the queue now, to be waited on later with
+    /// [`SlotRequest::granted`]: for work admitted in an order that its tasks, scheduled
+    /// as the runtime pleases, would not keep.
+    pub fn request(&self) -> SlotRequest {
+        SlotRequest {
+            slots: self.clone(),
+            first: false,
+            place: self.join(false),
         }
+    }
+
+    async fn wait(&self, first: bool) -> Slot {
+        SlotRequest {
+            slots: self.clone(),
+            first,
+            place: self.join(first),
+        }
+        .granted()
+        .await
+    }
+
+    /// A slot now if there is room and no one ahead, else a place in the queue.
+    fn join(&self, first: bool) -> Place {
+        let mut state = self.state.lock();
+        if state.in_use < state.limit && (first || state.waiters.is_empty()) {
+            state.in_use += 1;
+            return Place::Granted;
+        }
+        let (tx, rx) = oneshot::channel();
+        if first {
+            state.waiters.push_front(tx);
+        } else {
+            state.waiters.push_back(tx);
+        }
+        Place::Queued(Waiting {
+            receiver: Some(rx),
+            slots: self.clone(),
+        })
     }
 
     /// Changes the limit; grants waiting slots if it rose.
@@ -142,6 +144,70 @@ impl Slots {
         let mut state = self.state.lock();
         state.in_use = state.in_use.saturating_sub(1);
         state.grant();
+    }
+}
+
+/// A place taken in the queue ([`Slots::request`]). Dropping it gives back whatever it
+/// holds: a slot granted and not taken, or its place.
+pub struct SlotRequest {
+    slots: Slots,
+    first: bool,
+    place: Place,
+}
+
+enum Place {
+    /// Granted when it joined; `in_use` counts it.
+    Granted,
+    Queued(Waiting),
+    /// Handed out as a [`Slot`], or being waited on.
+    Taken,
+}
+
+impl SlotRequest {
+    /// Waits for the slot. Cancel-safe, as [`Slots::acquire`].
+    pub async fn granted(mut self) -> Slot {
+        loop {
+            match std::mem::replace(&mut self.place, Place::Taken) {
+                Place::Granted => {
+                    return Slot {
+                        slots: self.slots.clone(),
+                    };
+                }
+                Place::Queued(mut waiting) => {
+                    let granted = match waiting.receiver.as_mut() {
+                        Some(receiver) => receiver.await.is_ok(),
+                        None => false,
+                    };
+                    // Granted or not, the receiver is finished with: nothing to give
+                    // back on drop.
+                    waiting.receiver = None;
+                    if granted {
+                        return Slot {
+                            slots: self.slots.clone(),
+                        };
+                    }
+                    // Err would mean the sender was dropped without granting, which
+                    // `State` never does while a clone of `Slots` (ours) lives; queue
+                    // again to be safe.
+                    self.place = self.slots.join(self.first);
+                }
+                Place::Taken => self.place = self.slots.join(self.first),
+            }
+        }
+    }
+}
+
+impl Drop for SlotRequest {
+    fn drop(&mut self) {
+        if matches!(self.place, Place::Granted) {
+            self.slots.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for SlotRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotRequest")
     }
 }
 
@@ -245,6 +311,62 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!late.is_finished());
+    }
+
+    #[tokio::test]
+    async fn requests_are_granted_in_the_order_they_were_made_not_awaited() {
+        let slots = Slots::new(0);
+        let requests: Vec<SlotRequest> = (0..4).map(|_| slots.request()).collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        // Awaited last-made first: the queue still holds them as they were made.
+        for (i, request) in requests.into_iter().enumerate().rev() {
+            let order = order.clone();
+            tasks.push(tokio::spawn(async move {
+                let slot = request.granted().await;
+                order.lock().push(i);
+                slot
+            }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // A plain acquire made after them queues behind them.
+        let s = slots.clone();
+        let late = tokio::spawn(async move { s.acquire().await });
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let granted = || {
+            let mut o = order.lock().clone();
+            o.sort_unstable();
+            o
+        };
+        slots.set_limit(2);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(granted(), vec![0, 1]);
+        slots.set_limit(4);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(granted(), vec![0, 1, 2, 3]);
+        assert!(!late.is_finished());
+        for t in tasks {
+            drop(t.await.unwrap());
+        }
+        let _late = tokio::time::timeout(Duration::from_millis(100), late)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_unawaited_gives_back_what_it_held() {
+        let slots = Slots::new(1);
+        let granted = slots.request();
+        let queued = slots.request();
+        assert_eq!((slots.in_use(), slots.waiting()), (1, 1));
+        drop(granted);
+        // The freed slot went to the queued request, which now holds it.
+        assert_eq!((slots.in_use(), slots.waiting()), (1, 0));
+        drop(queued);
+        assert_eq!(slots.in_use(), 0);
+        let _a = slots.acquire().await;
+        assert_eq!(slots.in_use(), 1);
     }
 
     #[tokio::test]

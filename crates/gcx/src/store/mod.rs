@@ -433,7 +433,9 @@ impl Store {
         on_backend!(&self.inner.backend, b => b.trigger(correlation_id).await)
     }
 
-    /// Every trigger left `accepted` or `sent`, oldest first.
+    /// Every trigger left `accepted` or `sent`: the `sent` ones first (the engine may
+    /// still be running them, PROTOCOL.md 3.6, and their re-sends must hold slots before
+    /// anything new takes one), each group oldest first.
     pub async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
         on_backend!(&self.inner.backend, b => b.unfinished_triggers().await)
     }

@@ -163,7 +163,7 @@ impl SqliteBackend {
     pub(crate) async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state IN ('accepted', 'sent') \
-             ORDER BY accepted_at, correlation_id"
+             ORDER BY CASE state WHEN 'sent' THEN 0 ELSE 1 END, accepted_at, correlation_id"
         ))
         .fetch_all(&self.read)
         .await
