@@ -985,7 +985,6 @@ impl Run<'_> {
         self.outcome(self.stored_state(), Some(format!("not finished: {reason}")))
     }
 
-    /// Counts one retryable refusal; `false` when `maxRetries` is spent.
     /// Counts a re-send after a refusal; false when `on_budget` and the payload's
     /// `maxRetries` are spent. One off the budget (see [`ORPHAN_GRACE`]) is counted in the
     /// totals but not in the trigger's `retries`.
