@@ -841,6 +841,40 @@ async fn readyz_goes_unready_and_intake_closes_on_drain() {
 }
 
 #[tokio::test]
+async fn a_failed_acceptance_write_answers_503_naming_the_store() {
+    let h = harness(Faults::default(), |_| {}).await;
+    // The dispatcher writes through this same store; closed, its next write fails.
+    h.service
+        .as_ref()
+        .unwrap()
+        .state()
+        .store
+        .close()
+        .await
+        .unwrap();
+    let post = h.post("/v1/triggers", &trigger()).await;
+    assert_eq!(
+        post.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        post.body
+    );
+    assert_eq!(post.code(), "intake_unavailable");
+    let message = post.body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("store write failed"), "{message}");
+    assert!(
+        message.contains("sending the same request again is safe"),
+        "{message}"
+    );
+    assert!(post.headers.contains_key("retry-after"));
+    // The dispatcher halted on it; later requests are told the same reason.
+    let again = h.post("/v1/triggers", &trigger()).await;
+    assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+    let message = again.body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("store write failed"), "{message}");
+}
+
+#[tokio::test]
 async fn readyz_is_unready_while_the_stream_is_down() {
     let h = harness(Faults::default(), |_| {}).await;
     let Harness {

@@ -325,7 +325,7 @@ impl Dispatcher {
                     Err(e) => {
                         tracing::error!(correlation_id = %row.correlation_id, error = %e,
                             "stored trigger payload does not parse; left as it is");
-                        drop(Unanswered::of(&feeder.core));
+                        feeder.core.count_off_unrunnable_resumed();
                         continue;
                     }
                 };
@@ -686,6 +686,12 @@ impl Core {
     /// one has not re-sent yet ([`ORPHAN_GRACE`]).
     fn orphans_possible(&self) -> bool {
         self.unanswered_resumed.load(Ordering::Relaxed) > 0 && self.started.elapsed() < ORPHAN_GRACE
+    }
+
+    /// Counts off a resumed trigger that this process will not run (its stored payload
+    /// does not parse): no answer will come to do it.
+    fn count_off_unrunnable_resumed(&self) {
+        Unanswered::of(self).answered();
     }
 
     /// Waits for a connection that takes sends; `None` when halted.

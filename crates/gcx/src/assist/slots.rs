@@ -156,43 +156,35 @@ pub struct SlotRequest {
 }
 
 enum Place {
-    /// Granted when it joined; `in_use` counts it.
+    /// Granted (when it joined, or since); `in_use` counts it.
     Granted,
     Queued(Waiting),
-    /// Handed out as a [`Slot`], or being waited on.
+    /// Handed out as a [`Slot`], which gives it back.
     Taken,
 }
 
 impl SlotRequest {
     /// Waits for the slot. Cancel-safe, as [`Slots::acquire`].
     pub async fn granted(mut self) -> Slot {
-        loop {
-            match std::mem::replace(&mut self.place, Place::Taken) {
-                Place::Granted => {
-                    return Slot {
-                        slots: self.slots.clone(),
-                    };
-                }
-                Place::Queued(mut waiting) => {
-                    let granted = match waiting.receiver.as_mut() {
-                        Some(receiver) => receiver.await.is_ok(),
-                        None => false,
-                    };
-                    // Granted or not, the receiver is finished with: nothing to give
-                    // back on drop.
-                    waiting.receiver = None;
-                    if granted {
-                        return Slot {
-                            slots: self.slots.clone(),
-                        };
-                    }
-                    // Err would mean the sender was dropped without granting, which
-                    // `State` never does while a clone of `Slots` (ours) lives; queue
-                    // again to be safe.
-                    self.place = self.slots.join(self.first);
-                }
-                Place::Taken => self.place = self.slots.join(self.first),
-            }
+        while let Place::Queued(waiting) = &mut self.place {
+            let granted = match waiting.receiver.as_mut() {
+                Some(receiver) => receiver.await.is_ok(),
+                None => false,
+            };
+            // Granted or not, the receiver is finished with: nothing to give back on drop.
+            waiting.receiver = None;
+            self.place = if granted {
+                Place::Granted
+            } else {
+                // Err would mean the sender was dropped without granting, which `State`
+                // never does while a clone of `Slots` (ours) lives; queue again to be safe.
+                self.slots.join(self.first)
+            };
+        }
+        // `Granted` here: `Taken` is set only below, and `self` is consumed by this call.
+        self.place = Place::Taken;
+        Slot {
+            slots: self.slots.clone(),
         }
     }
 }

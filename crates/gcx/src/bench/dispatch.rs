@@ -2,7 +2,8 @@
 //! real SQLite store in a temporary folder (trigger rows, CRM outbox rows and hash-chained
 //! audit records, group-committed), the assist stream over a real socket, the dispatcher.
 //! The CRM rows are written as a run with a CRM URL writes them, not delivered (the
-//! `outbox` benchmark measures delivery).
+//! `outbox` benchmark measures delivery). `dispatch-grown` does the same on a store that
+//! the same pipeline has first filled with many triggers.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use gcx_protocol::Catalogue;
 use gcx_sandbox::{Faults, LatencySpec, Sandbox, SandboxOptions};
 
 use super::BenchError;
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig};
+use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle};
 use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;
 use crate::store::Store;
@@ -37,6 +38,10 @@ pub fn utilisation(per_second: f64, latency_ms: u64, limit: u32) -> f64 {
     per_second / (f64::from(limit) * 1000.0 / latency_ms as f64)
 }
 
+/// Triggers of one measured set on a grown store ([`dispatch_grown`]), and of each set
+/// that grows it.
+pub const GROWN_SET: usize = 50_000;
+
 /// Pushes `triggers` valid triggers through the pipeline against an engine of fixed
 /// latency `engine_latency_ms` and limit `limit`; fails unless every one completed.
 pub async fn dispatch(
@@ -44,69 +49,160 @@ pub async fn dispatch(
     engine_latency_ms: u64,
     limit: u32,
 ) -> Result<DispatchMeasurement, BenchError> {
-    let sandbox = Sandbox::start(SandboxOptions {
-        faults: Faults {
-            max_concurrent_actions: limit,
-            engine_latency_ms: LatencySpec::fixed(engine_latency_ms),
-            ..Faults::default()
-        },
+    let rig = Rig::start(engine_latency_ms, limit, SandboxOptions::default()).await?;
+    let measured = rig.push(triggers, 1).await;
+    rig.stop().await?;
+    measured
+}
+
+/// What [`dispatch_grown`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GrownMeasurement {
+    /// The last set, on the grown store.
+    pub last: DispatchMeasurement,
+    /// Triggers per second over all the sets that grew the store.
+    pub filling_per_second: f64,
+}
+
+/// As [`dispatch`] at engine latency 0, on a store that already holds `stored` triggers
+/// (with their CRM outbox rows and audit records), put there through the same pipeline
+/// in sets of [`GROWN_SET`]; then one more set of `triggers` is measured. A fresh
+/// store flatters: its indexes are small, so a commit group dirties fewer pages.
+pub async fn dispatch_grown(
+    stored: usize,
+    triggers: usize,
+) -> Result<GrownMeasurement, BenchError> {
+    // The sandbox remembers finished actions for re-sends, a million by default (about a
+    // gigabyte of results here); two sets' worth covers any re-send of this benchmark and
+    // keeps the process's memory about gcx's own.
+    let sandbox = SandboxOptions {
+        idempotency_cap: 2 * GROWN_SET,
         ..SandboxOptions::default()
-    })
-    .await
-    .map_err(BenchError::Sandbox)?;
-    let dir = super::TempDir::new()?;
-    let mut config = Config::default();
-    config.store.data_dir = dir.path().to_owned();
-    config.crm.url = Some(sandbox.info().crm_url);
-    let store = Store::open(&config.store).await?;
-    let tokens = TokenProvider::new(
-        Credentials::sandbox_demo(&sandbox.base_url())
-            .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
-        crate::http_client::build(Duration::from_secs(10))?,
-    )?;
-    tokens.token().await?;
-    let catalogue = Catalogue::builtin();
-    let dispatch_config =
-        DispatcherConfig::from_config(&config, sandbox.info().stream_url, catalogue.version());
-    let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
-    // Connected before the clock starts.
-    while dispatcher.connected_epoch().is_none() {
-        if let Some(why) = dispatcher.halted() {
+    };
+    let rig = Rig::start(0, LIMIT, sandbox).await?;
+    let measured = async {
+        let started = std::time::Instant::now();
+        let mut seed = 1;
+        let mut left = stored;
+        while left > 0 {
+            let set = left.min(GROWN_SET);
+            let m = rig.push(set, seed).await?;
+            left -= set;
+            seed += 1;
+            tracing::info!(
+                stored = stored - left,
+                per_second = m.per_second.round(),
+                p99_ms = m.p99_ms,
+                "store grown by one set"
+            );
+        }
+        let filling_per_second = stored as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let last = rig.push(triggers, seed).await?;
+        Ok(GrownMeasurement {
+            last,
+            filling_per_second,
+        })
+    }
+    .await;
+    rig.stop().await?;
+    measured
+}
+
+/// A sandbox, a store in a temporary folder and a connected dispatcher.
+struct Rig {
+    sandbox: Sandbox,
+    store: Store,
+    dispatcher: DispatcherHandle,
+    catalogue: Catalogue,
+    _dir: super::TempDir,
+}
+
+impl Rig {
+    async fn start(
+        engine_latency_ms: u64,
+        limit: u32,
+        sandbox: SandboxOptions,
+    ) -> Result<Rig, BenchError> {
+        let sandbox = Sandbox::start(SandboxOptions {
+            faults: Faults {
+                max_concurrent_actions: limit,
+                engine_latency_ms: LatencySpec::fixed(engine_latency_ms),
+                ..Faults::default()
+            },
+            ..sandbox
+        })
+        .await
+        .map_err(BenchError::Sandbox)?;
+        let dir = super::TempDir::new()?;
+        let mut config = Config::default();
+        config.store.data_dir = dir.path().to_owned();
+        config.crm.url = Some(sandbox.info().crm_url);
+        let store = Store::open(&config.store).await?;
+        let tokens = TokenProvider::new(
+            Credentials::sandbox_demo(&sandbox.base_url())
+                .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
+            crate::http_client::build(Duration::from_secs(10))?,
+        )?;
+        tokens.token().await?;
+        let catalogue = Catalogue::builtin();
+        let dispatch_config =
+            DispatcherConfig::from_config(&config, sandbox.info().stream_url, catalogue.version());
+        let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+        // Connected before the clock starts.
+        while dispatcher.connected_epoch().is_none() {
+            if let Some(why) = dispatcher.halted() {
+                return Err(BenchError::Incomplete(format!(
+                    "the dispatcher stopped before connecting: {why}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(Rig {
+            sandbox,
+            store,
+            dispatcher,
+            catalogue,
+            _dir: dir,
+        })
+    }
+
+    /// Dispatches `triggers` new valid triggers (drawn from `seed`: each set its own
+    /// correlationIds) and waits for every outcome; fails unless every one completed.
+    async fn push(&self, triggers: usize, seed: u64) -> Result<DispatchMeasurement, BenchError> {
+        let payloads = crate::demo::triggers::generate_valid(triggers, seed, &self.catalogue);
+        // The loop awaiting outcomes runs on a worker thread, as `gcx trigger`'s does: on
+        // the benchmark's `block_on` thread every outcome would unpark that thread.
+        let collector = self.dispatcher.clone();
+        let figures = tokio::spawn(async move {
+            let done = AtomicU64::new(0);
+            crate::demo::dispatch::dispatch(&collector, payloads, &done).await
+        })
+        .await
+        .map_err(|e| BenchError::Incomplete(format!("the dispatch loop ended: {e}")))?;
+        if figures.completed != triggers as u64 {
             return Err(BenchError::Incomplete(format!(
-                "the dispatcher stopped before connecting: {why}"
+                "{} of {triggers} triggers completed ({} failed{})",
+                figures.completed,
+                figures.failed,
+                figures
+                    .halted
+                    .map(|h| format!("; halted: {h}"))
+                    .unwrap_or_default()
             )));
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(DispatchMeasurement {
+            per_second: figures.per_second,
+            p50_ms: figures.p50_ms,
+            p99_ms: figures.p99_ms,
+        })
     }
-    let payloads = crate::demo::triggers::generate_valid(triggers, 1, &catalogue);
-    // The loop awaiting outcomes runs on a worker thread, as `gcx trigger`'s does: on the
-    // benchmark's `block_on` thread every outcome would unpark that thread.
-    let collector = dispatcher.clone();
-    let figures = tokio::spawn(async move {
-        let done = AtomicU64::new(0);
-        crate::demo::dispatch::dispatch(&collector, payloads, &done).await
-    })
-    .await
-    .map_err(|e| BenchError::Incomplete(format!("the dispatch loop ended: {e}")))?;
-    dispatcher.shutdown().await;
-    store.close().await?;
-    let _ = sandbox.shutdown().await;
-    if figures.completed != triggers as u64 {
-        return Err(BenchError::Incomplete(format!(
-            "{} of {triggers} triggers completed ({} failed{})",
-            figures.completed,
-            figures.failed,
-            figures
-                .halted
-                .map(|h| format!("; halted: {h}"))
-                .unwrap_or_default()
-        )));
+
+    async fn stop(self) -> Result<(), BenchError> {
+        self.dispatcher.shutdown().await;
+        self.store.close().await?;
+        let _ = self.sandbox.shutdown().await;
+        Ok(())
     }
-    Ok(DispatchMeasurement {
-        per_second: figures.per_second,
-        p50_ms: figures.p50_ms,
-        p99_ms: figures.p99_ms,
-    })
 }
 
 #[cfg(test)]

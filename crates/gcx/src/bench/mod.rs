@@ -10,7 +10,8 @@
 //! the figures include the sandbox's own work on the same cores.
 //!
 //! # Layout
-//! - [`dispatch`]: triggers through the full durable pipeline (throughput, slot use).
+//! - [`dispatch`]: triggers through the full durable pipeline (throughput, slot use), on
+//!   a fresh store and on one grown to a million triggers.
 //! - [`audit`]: durable audit appends through group commit (SQLite, PostgreSQL).
 //! - [`outbox`]: webhook deliveries to the sandbox's CRM receiver.
 //! - [`events`]: the simulator's events/s and requests/s, and `wrk` as the external peer,
@@ -108,6 +109,26 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("p50", "send->result p50, engine latency 0", "ms"),
             figure("p99", "send->result p99, engine latency 0", "ms"),
+        ],
+    },
+    Bench {
+        name: "dispatch-grown",
+        about: "dispatch's figure for 50,000 more triggers once this many are stored, with their outbox rows and audit records (issue 4)",
+        full_size: 1_000_000,
+        quick_size: 600,
+        size_unit: "triggers",
+        figures: &[
+            figure(
+                "throughput",
+                "completed triggers, engine latency 0, grown store",
+                "triggers/s",
+            ),
+            figure("p99", "send->result p99, grown store", "ms"),
+            figure(
+                "filling",
+                "completed triggers while the store grew",
+                "triggers/s",
+            ),
         ],
     },
     Bench {
@@ -329,6 +350,14 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
                 .with("throughput", d.per_second)
                 .with("p50", d.p50_ms)
                 .with("p99", d.p99_ms)
+        }
+        "dispatch-grown" => {
+            let stored = count(size);
+            let g = dispatch::dispatch_grown(stored, stored.min(dispatch::GROWN_SET)).await?;
+            Measurement::default()
+                .with("throughput", g.last.per_second)
+                .with("p99", g.last.p99_ms)
+                .with("filling", g.filling_per_second)
         }
         "slots" => {
             let latency_ms = 20;

@@ -35,8 +35,10 @@ pub struct Intake {
 /// accepted; re-sending them is safe (acceptance is idempotent per correlationId).
 #[derive(Debug, Error)]
 pub enum PipelineError {
-    #[error("the trigger pipeline is stopping and takes no new triggers")]
-    Stopping,
+    /// Why: the dispatcher's halt reason (a store write that failed, say), or that it
+    /// is shutting down.
+    #[error("the trigger pipeline takes no new triggers: {0}")]
+    Stopping(String),
     #[error("the trigger store did not confirm the write: {0}")]
     Store(String),
 }
@@ -57,7 +59,7 @@ pub trait TriggerPipeline: Send + Sync + 'static {
 impl From<DispatchError> for PipelineError {
     fn from(e: DispatchError) -> PipelineError {
         match e {
-            DispatchError::Stopped(_) => PipelineError::Stopping,
+            DispatchError::Stopped(reason) => PipelineError::Stopping(reason),
             DispatchError::Store(e) => PipelineError::Store(e.to_string()),
         }
     }
