@@ -691,7 +691,7 @@ impl Core {
     /// Counts off a resumed trigger that this process will not run (its stored payload
     /// does not parse): no answer will come to do it.
     fn count_off_unrunnable_resumed(&self) {
-        Unanswered::of(self).answered();
+        self.unanswered_resumed.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Waits for a connection that takes sends; `None` when halted.

@@ -83,21 +83,19 @@ impl Slots {
     /// [`SlotRequest::granted`]: for work admitted in an order that its tasks, scheduled
     /// as the runtime pleases, would not keep.
     pub fn request(&self) -> SlotRequest {
-        SlotRequest {
-            slots: self.clone(),
-            first: false,
-            place: self.join(false),
-        }
+        self.queue(false)
     }
 
     async fn wait(&self, first: bool) -> Slot {
+        self.queue(first).granted().await
+    }
+
+    fn queue(&self, first: bool) -> SlotRequest {
         SlotRequest {
             slots: self.clone(),
             first,
             place: self.join(first),
         }
-        .granted()
-        .await
     }
 
     /// A slot now if there is room and no one ahead, else a place in the queue.
