@@ -1,16 +1,20 @@
-//! kill -9 under load: 10,000 triggers posted in batches of 100 to a `gcx serve` child
-//! process, which is killed with SIGKILL mid-way and restarted on the same data folder.
-//! Every trigger a 202 acknowledged must complete exactly once at the engine, the CRM
-//! must receive each state in order, and `gcx audit verify` must pass.
+//! kill -9 under load: triggers posted in batches to a `gcx serve` child process, which
+//! is killed with SIGKILL and restarted on the same data folder: once mid-way on a
+//! healthy engine, and again and again under every fault the sandbox has at once. Every
+//! trigger a 202 acknowledged must end exactly once, as the engine ended it, the CRM must
+//! receive each state in order, and `gcx audit verify` must pass.
 
 mod serve_support;
+mod store_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gcx_sandbox::Faults;
+use gcx::config::StoreConfig;
+use gcx::store::{Store, TriggerState};
+use gcx_sandbox::{Faults, LatencySpec};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -25,7 +29,21 @@ fn gcx() -> &'static str {
     env!("CARGO_BIN_EXE_gcx")
 }
 
-fn write_config(dir: &Path, base_url: &str) -> PathBuf {
+/// The `[delivery]` table of the first test: the default retry schedule.
+const DELIVERY: &str = "# A deep backlog drains faster with more attempts in flight per refill.
+max_parallel_per_endpoint = 64";
+
+/// The service's configuration file: SQLite in `dir`, or PostgreSQL at `database_url`.
+fn write_config(
+    dir: &Path,
+    base_url: &str,
+    batch: usize,
+    delivery: &str,
+    database_url: Option<&str>,
+) -> PathBuf {
+    let database_url = database_url
+        .map(|url| format!("database_url = \"{url}\""))
+        .unwrap_or_default();
     let text = format!(
         r#"[genesys]
 base_url = "{base_url}"
@@ -35,15 +53,15 @@ client_secret = "gcx-demo-secret"
 url = "{base_url}/crm/webhook"
 [store]
 data_dir = "{data}"
+{database_url}
 [serve]
 bind = "127.0.0.1:0"
 api_keys = ["{KEY}"]
 rate_limit_per_key = 0
-max_batch = {BATCH}
+max_batch = {batch}
 drain_timeout = "20s"
 [delivery]
-# A deep backlog drains faster with more attempts in flight per refill.
-max_parallel_per_endpoint = 64
+{delivery}
 [log]
 level = "warn"
 "#,
@@ -52,6 +70,20 @@ level = "warn"
     let path = dir.join("gcx.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// SIGKILL, and the process is gone.
+async fn kill_9(mut child: Child) {
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+/// The indexes of `batches` not in `acknowledged`, last first (`post_batches` pops).
+fn remaining(batches: &[Value], acknowledged: &[usize]) -> Vec<usize> {
+    (0..batches.len())
+        .rev()
+        .filter(|i| !acknowledged.contains(i))
+        .collect()
 }
 
 /// Starts `gcx serve` and waits for its ready file; returns the child and its URL.
@@ -88,6 +120,7 @@ async fn post_batches(
     todo: Vec<usize>,
     stop_after: Option<usize>,
 ) -> Vec<usize> {
+    let batch_len = batches[0].as_array().map_or(0, Vec::len);
     let http = client();
     let queue = Arc::new(Mutex::new(todo));
     let done = Arc::new(Mutex::new(Vec::new()));
@@ -98,7 +131,7 @@ async fn post_batches(
         let url = format!("{url}/v1/triggers");
         workers.push(tokio::spawn(async move {
             loop {
-                if stop_after.is_some_and(|n| done.lock().len() * BATCH >= n) {
+                if stop_after.is_some_and(|n| done.lock().len() * batch_len >= n) {
                     return;
                 }
                 let Some(i) = queue.lock().pop() else { return };
@@ -127,7 +160,7 @@ async fn post_batches(
 async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
     let sandbox = sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &sandbox.base_url());
+    let config = write_config(dir.path(), &sandbox.base_url(), BATCH, DELIVERY, None);
     let batches: Arc<Vec<Value>> = Arc::new(
         (0..TOTAL / BATCH)
             .map(|_| Value::Array((0..BATCH).map(|_| trigger()).collect()))
@@ -135,11 +168,10 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
     );
 
     // First run: post until half is acknowledged, then SIGKILL.
-    let (mut child, url) = spawn_serve(&config, dir.path()).await;
-    let all: Vec<usize> = (0..batches.len()).rev().collect();
+    let (child, url) = spawn_serve(&config, dir.path()).await;
+    let all = remaining(&batches, &[]);
     let mut acknowledged = post_batches(&url, &batches, all, Some(KILL_AFTER)).await;
-    child.start_kill().unwrap(); // SIGKILL
-    child.wait().await.unwrap();
+    kill_9(child).await;
     let before = stats(&sandbox).await;
     let executed_before = before["assist"]["executed_unique"].as_u64().unwrap();
     assert!(
@@ -149,11 +181,8 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
     );
 
     // Second run, same data: resume, and post every batch not acknowledged (again).
-    let (mut child, url) = spawn_serve(&config, dir.path()).await;
-    let rest: Vec<usize> = (0..batches.len())
-        .rev()
-        .filter(|i| !acknowledged.contains(i))
-        .collect();
+    let (child, url) = spawn_serve(&config, dir.path()).await;
+    let rest = remaining(&batches, &acknowledged);
     let expected_rest = rest.len();
     let posted = post_batches(&url, &batches, rest, None).await;
     assert_eq!(
@@ -200,7 +229,12 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
     assert_eq!(metrics["total_triggers"], TOTAL, "{metrics}");
     assert_eq!(metrics["successful"], TOTAL, "{metrics}");
 
-    // SIGTERM: a clean exit, with the audit checkpoint flushed.
+    stop_cleanly(child).await;
+    audit_verifies(&config).await;
+}
+
+/// SIGTERM: a clean exit (code 0), with the audit checkpoint flushed.
+async fn stop_cleanly(mut child: Child) {
     let pid = child.id().unwrap();
     let term = std::process::Command::new("kill")
         .arg("-TERM")
@@ -213,10 +247,13 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
         .expect("exits after SIGTERM")
         .unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
 
+/// `gcx audit verify` on the service's store passes.
+async fn audit_verifies(config: &Path) {
     let verify = Command::new(gcx())
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(config)
         .args(["audit", "verify"])
         .output()
         .await
@@ -226,5 +263,220 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
         "gcx audit verify: {}\n{}",
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+/// The chaos run's triggers, batch size and engine limit.
+const CHAOS_TOTAL: usize = 3_000;
+const CHAOS_BATCH: usize = 50;
+const CHAOS_LIMIT: u32 = 10;
+
+/// Webhooks retried quickly and long, so that a CRM outage delays rows and dead-letters
+/// none.
+const CHAOS_DELIVERY: &str = r#"max_parallel_per_endpoint = 32
+schedule = ["0s", "20ms", "50ms", "100ms", "200ms", "300ms", "300ms", "300ms", "300ms",
+  "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms",
+  "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
+breaker_failures = 5
+breaker_cooldown = "100ms""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_again_and_again_under_every_fault_ends_each_trigger_once_as_the_engine_did() {
+    chaos(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_on_postgresql() {
+    let Some(pg) = store_support::postgres().await else {
+        return;
+    };
+    let url = pg
+        .config
+        .database_url
+        .as_ref()
+        .unwrap()
+        .expose()
+        .to_string();
+    chaos(Some(&url)).await;
+}
+
+/// Kills `gcx serve` (on SQLite, or on PostgreSQL at `database_url`) five times under
+/// every fault, then checks every trigger against the engine's and the CRM's counts.
+async fn chaos(database_url: Option<&str>) {
+    let sandbox = sandbox(Faults {
+        token_lifetime_secs: 2,
+        max_concurrent_actions: CHAOS_LIMIT,
+        engine_latency_ms: LatencySpec {
+            median: 10,
+            p99: 80,
+        },
+        result_failure_rate: 0.05,
+        send_429_rate: 0.1,
+        send_503_rate: 0.02,
+        drop_connection_every: Some(700),
+        closing_every_secs: Some(1),
+        crm_statuses: vec![503, 500, 502, 503, 500, 502],
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sandbox.base_url(),
+        CHAOS_BATCH,
+        CHAOS_DELIVERY,
+        database_url,
+    );
+    let batches: Arc<Vec<Value>> = Arc::new(
+        (0..CHAOS_TOTAL / CHAOS_BATCH)
+            .map(|_| Value::Array((0..CHAOS_BATCH).map(|_| trigger()).collect()))
+            .collect(),
+    );
+    let mut acknowledged: Vec<usize> = Vec::new();
+
+    // Three runs, killed as a quarter, a half and three quarters are acknowledged; each
+    // new run resumes the last one's triggers while more are posted.
+    for quarter in 1..=3 {
+        let (child, url) = spawn_serve(&config, dir.path()).await;
+        let todo = remaining(&batches, &acknowledged);
+        let more = (quarter * CHAOS_TOTAL / 4).saturating_sub(acknowledged.len() * CHAOS_BATCH);
+        acknowledged.extend(post_batches(&url, &batches, todo, Some(more)).await);
+        kill_9(child).await;
+    }
+    let s = stats(&sandbox).await;
+    assert!(
+        s["assist"]["executed_unique"].as_u64().unwrap() < CHAOS_TOTAL as u64,
+        "the kills must come before the end: {s}"
+    );
+
+    // Fourth run: the rest is posted, the CRM goes down, and the process is killed while
+    // actions and webhooks are still under way.
+    let (child, url) = spawn_serve(&config, dir.path()).await;
+    let rest = remaining(&batches, &acknowledged);
+    let expected_rest = rest.len();
+    let posted = post_batches(&url, &batches, rest, None).await;
+    assert_eq!(
+        posted.len(),
+        expected_rest,
+        "every remaining batch acknowledged"
+    );
+    acknowledged.extend(posted);
+    sandbox.state.faults.write().crm_statuses = vec![503; 40];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill_9(child).await;
+    let s = stats(&sandbox).await;
+    let crm_ends = |s: &Value| {
+        let by_state = &s["crm"]["by_state"];
+        by_state["completed"].as_u64().unwrap() + by_state["failed"].as_u64().unwrap()
+    };
+    assert!(
+        crm_ends(&s) < CHAOS_TOTAL as u64,
+        "the last kill must come before the CRM had every trigger's end: {s}"
+    );
+
+    // Fifth run: resumes what is left, and delivers every webhook once the CRM is back
+    // (in seconds here; the limit allows for a slow, busy machine).
+    let (child, url) = spawn_serve(&config, dir.path()).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = stats(&sandbox).await;
+        if crm_ends(&s) == CHAOS_TOTAL as u64 && s["crm"]["by_state"]["initiated"] == CHAOS_TOTAL {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pipeline did not finish: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Give a straggler (an execution, a late webhook) the chance to show up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let metrics: Value = client()
+        .get(format!("{url}/v1/metrics/audit"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    stop_cleanly(child).await;
+    audit_verifies(&config).await;
+
+    // Every acknowledged trigger is stored, and ended.
+    let store = Store::open_read_only(&StoreConfig {
+        data_dir: dir.path().join("data"),
+        database_url: database_url.map(gcx::config::Secret::new),
+        ..StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut ended = std::collections::BTreeMap::<TriggerState, u64>::new();
+    for trigger in batches.iter().flat_map(|b| b.as_array().unwrap()) {
+        let id = uuid::Uuid::parse_str(&id_of(trigger)).unwrap();
+        let row = store.trigger(id).await.unwrap();
+        let row = row.unwrap_or_else(|| panic!("acknowledged trigger {id} is not stored"));
+        *ended.entry(row.state).or_default() += 1;
+    }
+    let outbox = store.outbox_counts().await.unwrap();
+    store.close().await.unwrap();
+    let n = |state| ended.get(&state).copied().unwrap_or(0);
+    assert_eq!(
+        n(TriggerState::Completed) + n(TriggerState::Failed) + n(TriggerState::Rejected),
+        CHAOS_TOTAL as u64,
+        "every trigger ended: {ended:?}"
+    );
+
+    // As the engine ended each action: one outcome per action it ran, none for one it
+    // never ran. An action run twice, or one whose result was lost, would break these.
+    let s = stats(&sandbox).await;
+    let assist = &s["assist"];
+    assert_eq!(
+        assist["results_completed"],
+        n(TriggerState::Completed),
+        "{ended:?} {s}"
+    );
+    assert_eq!(
+        assist["results_failed"],
+        n(TriggerState::Failed),
+        "{ended:?} {s}"
+    );
+    assert_eq!(
+        assist["executed_unique"],
+        n(TriggerState::Completed) + n(TriggerState::Failed),
+        "{ended:?} {s}"
+    );
+    assert_eq!(metrics["total_triggers"], CHAOS_TOTAL, "{metrics}");
+    assert_eq!(
+        metrics["successful"],
+        n(TriggerState::Completed),
+        "{metrics}"
+    );
+
+    // The CRM has both states of every trigger, in order, each signed, none dead-lettered.
+    let crm = &s["crm"];
+    assert_eq!(
+        crm["by_state"]["completed"],
+        n(TriggerState::Completed),
+        "{s}"
+    );
+    assert_eq!(
+        crm["by_state"]["failed"],
+        n(TriggerState::Failed) + n(TriggerState::Rejected),
+        "{s}"
+    );
+    assert_eq!(crm["order_violations"], 0, "{s}");
+    assert_eq!(crm["bad_signatures"], 0, "{s}");
+    assert_eq!((outbox.pending, outbox.dead), (0, 0), "{outbox:?}");
+
+    // The faults were met, not dodged: re-sends the engine knew (resumed triggers),
+    // tokens refreshed within a run, 429s and 503s, engine failures, lost connections,
+    // the CRM's outage.
+    assert!(assist["duplicates"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["oauth"]["tokens_issued"].as_u64().unwrap() > 5, "{s}");
+    assert!(assist["rejected_429"].as_u64().unwrap() > 0, "{s}");
+    assert!(assist["rejected_503"].as_u64().unwrap() > 0, "{s}");
+    assert!(n(TriggerState::Failed) > 0, "{ended:?}");
+    assert!(assist["connections_total"].as_u64().unwrap() > 5, "{s}");
+    assert!(
+        sandbox.state.faults.read().crm_statuses.is_empty(),
+        "the CRM outage was met"
     );
 }

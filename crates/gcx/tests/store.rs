@@ -1195,6 +1195,57 @@ async fn full_and_read_only_file_systems_are_named() {
 
 // ---- scale-out (PostgreSQL only) ---------------------------------------------------------
 
+/// A gcx restarted on the data folder of one that died mid-delivery takes back its
+/// leased outbox rows at once, instead of waiting out the lease; a second live gcx on
+/// the same folder does not share the first one's leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_on_the_same_folder_takes_back_its_leases_at_once() {
+    let Some(t) = store_support::postgres().await else {
+        return;
+    };
+    let first = t.open().await;
+    for i in 0..20u32 {
+        let id = Uuid::new_v4();
+        first
+            .commit(WriteBatch {
+                triggers: vec![accept(id)],
+                outbox: vec![message(&id.to_string(), i)],
+                audit: vec![],
+            })
+            .await
+            .unwrap();
+    }
+    let leased = first.due_outbox("crm", Utc::now(), 20).await.unwrap();
+    assert_eq!(leased.len(), 20);
+
+    // While the first lives, a second on its folder sees none of its leased rows.
+    let second = t.open().await;
+    assert_eq!(
+        second
+            .due_outbox("crm", Utc::now(), 20)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    second.close().await.unwrap();
+    drop(second);
+
+    // The first goes away without ending its leases (a crash leaves them so); the next
+    // on its folder has every row due now, not a lease later.
+    first.close().await.unwrap();
+    drop(first);
+    let restarted = t.open().await;
+    let due = restarted.next_outbox_due("crm").await.unwrap().unwrap();
+    assert!(due <= Utc::now(), "due at {due}");
+    let taken = restarted.due_outbox("crm", Utc::now(), 20).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|m| m.id).collect::<Vec<_>>(),
+        leased.iter().map(|m| m.id).collect::<Vec<_>>()
+    );
+    restarted.close().await.unwrap();
+}
+
 /// Two instances (own data folders, own signing keys) share one schema: the audit chain
 /// stays linear, and an outbox row leased by one is invisible to the other until the
 /// lease ends.

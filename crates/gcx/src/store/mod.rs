@@ -18,6 +18,7 @@
 //!   writes the file; `wal`: the thread that checkpoints its WAL beside it.
 //! - `migrations`: the embedded migration scripts of `crates/gcx/migrations/`.
 
+mod claimant;
 mod committer;
 mod convert;
 pub mod error;
@@ -328,7 +329,12 @@ impl Store {
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let backend = match &config.database_url {
             Some(url) => Backend::Postgres(Arc::new(
-                postgres::PgBackend::open(url.expose(), false).await?,
+                postgres::PgBackend::open(
+                    url.expose(),
+                    false,
+                    claimant::Claimant::for_folder(&config.data_dir),
+                )
+                .await?,
             )),
             None => Backend::Sqlite(Arc::new(
                 sqlite::SqliteBackend::open(&config.data_dir, false).await?,
@@ -360,7 +366,12 @@ impl Store {
     pub async fn open_read_only(config: &StoreConfig) -> Result<Store, StoreError> {
         let backend = match &config.database_url {
             Some(url) => Backend::Postgres(Arc::new(
-                postgres::PgBackend::open(url.expose(), true).await?,
+                postgres::PgBackend::open(
+                    url.expose(),
+                    true,
+                    claimant::Claimant::of_this_process(),
+                )
+                .await?,
             )),
             None => Backend::Sqlite(Arc::new(
                 sqlite::SqliteBackend::open(&config.data_dir, true).await?,
@@ -446,7 +457,8 @@ impl Store {
     /// On PostgreSQL the returned rows are also leased to this store instance for
     /// [`OUTBOX_LEASE`] (`FOR UPDATE SKIP LOCKED`), so another instance sharing the
     /// database does not deliver them at the same time; this instance sees them again on
-    /// its next call (track in-flight ids yourself). Delivered/retry/dead end the lease.
+    /// its next call (track in-flight ids yourself), and so does the next store opened on
+    /// the same data folder once this one is gone. Delivered/retry/dead end the lease.
     pub async fn due_outbox(
         &self,
         endpoint: &str,
@@ -599,5 +611,6 @@ impl Store {
 }
 
 /// How long a PostgreSQL instance holds the outbox rows [`Store::due_outbox`] gave it
-/// before another instance may take them over (when it died mid-delivery).
+/// before another instance may take them over (when it died mid-delivery). A gcx
+/// restarted on the dead one's data folder takes them back at once (`claimant.rs`).
 pub const OUTBOX_LEASE: std::time::Duration = std::time::Duration::from_secs(60);

@@ -6,7 +6,8 @@
 //!   `audit_head` (`SELECT … FOR UPDATE`) before it reads the head;
 //! - the rows `due_outbox` returns are leased to the calling instance with
 //!   `FOR UPDATE SKIP LOCKED` plus `claimed_by`/`claimed_until`, so two instances never
-//!   deliver the same row at once, and a dead instance's rows come back after the lease;
+//!   deliver the same row at once, and a dead instance's rows come back after the lease,
+//!   or at once to a gcx restarted on the dead one's data folder (`claimant.rs`);
 //! - accepting the same correlationId twice at once fails the second transaction on the
 //!   primary key; the committer retries that write alone and it then sees the first.
 //!
@@ -21,6 +22,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::claimant::Claimant;
 use super::committer::{Done, GroupContext, Work};
 use super::convert;
 use super::error::{db_error, redact_url, url_password};
@@ -38,13 +40,18 @@ pub(crate) struct PgBackend {
     pool: PgPool,
     /// The URL without password, as shown in messages.
     location: String,
-    /// Who holds outbox leases taken by this store handle (`host:pid:random`).
-    claimant: String,
+    /// The name this store handle leases outbox rows under (see [`Claimant`]).
+    claimant: Claimant,
     read_only: bool,
 }
 
 impl PgBackend {
-    pub(crate) async fn open(url: &str, read_only: bool) -> Result<Self, StoreError> {
+    /// Opens the database; `claimant` names this handle's outbox leases.
+    pub(crate) async fn open(
+        url: &str,
+        read_only: bool,
+        claimant: Claimant,
+    ) -> Result<Self, StoreError> {
         let location = redact_url(url);
         let scrub = |text: String| match url_password(url) {
             Some(p) if p.len() >= 3 => text.replace(&p, "***"),
@@ -103,11 +110,7 @@ impl PgBackend {
         Ok(PgBackend {
             pool,
             location,
-            claimant: format!(
-                "{}:{}",
-                crate::audit::instance_id(),
-                &Uuid::new_v4().simple().to_string()[..8]
-            ),
+            claimant,
             read_only,
         })
     }
@@ -118,6 +121,7 @@ impl PgBackend {
 
     pub(crate) async fn close(&self) {
         self.pool.close().await;
+        self.claimant.release();
     }
 
     fn db(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
@@ -734,7 +738,7 @@ impl PgBackend {
         .bind(endpoint)
         .bind(now)
         .bind(limit)
-        .bind(&self.claimant)
+        .bind(self.claimant.name())
         .bind(now + lease)
         .fetch_all(&mut *tx)
         .await
@@ -774,7 +778,7 @@ impl PgBackend {
                   AND p.ordering_key = o.ordering_key AND p.status = 'pending' AND p.id < o.id)))",
         )
         .bind(endpoint)
-        .bind(&self.claimant)
+        .bind(self.claimant.name())
         .fetch_one(&self.pool)
         .await
         .map_err(self.db())
