@@ -32,6 +32,7 @@ both_backends!(
     everything_survives_a_reopen,
     a_kill_9_loses_nothing_reported_durable,
     read_only_handles_refuse_writes,
+    prune_deletes_only_what_ended_before_the_cutoff,
 );
 
 fn accept(id: Uuid) -> TriggerWrite {
@@ -744,6 +745,133 @@ async fn read_only_handles_refuse_writes(t: TestStore) {
     assert!(err.to_string().contains(reader.location()), "{err}");
     reader.close().await.unwrap();
     store.close().await.unwrap();
+}
+
+/// More than one prune chunk of each kind ended before the cutoff.
+const OLD: usize = 2_100;
+
+async fn prune_deletes_only_what_ended_before_the_cutoff(t: TestStore) {
+    let store = t.open().await;
+    let completed: Vec<Uuid> = (0..OLD).map(|_| Uuid::new_v4()).collect();
+    let [failed, rejected, sent, accepted] = [(); 4].map(|_| Uuid::new_v4());
+    let accepts = completed
+        .iter()
+        .chain([&failed, &rejected, &sent, &accepted]);
+    commit(
+        &store,
+        WriteBatch {
+            triggers: accepts.map(|id| accept(*id)).collect(),
+            outbox: (0..OLD as u32 + 2)
+                .map(|n| message(&format!("k{n}"), n))
+                .collect(),
+            audit: vec![
+                store_support::event(&failed.to_string(), "accepted", 1.0),
+                store_support::event(&failed.to_string(), "failed", 2.0),
+            ],
+        },
+    )
+    .await;
+    let mut ends: Vec<TriggerWrite> = completed
+        .iter()
+        .map(|id| transition(*id, TriggerState::Completed, 1))
+        .collect();
+    ends.push(transition(failed, TriggerState::Failed, 1));
+    ends.push(transition(rejected, TriggerState::Rejected, 0));
+    ends.push(transition(sent, TriggerState::Sent, 1));
+    commit(
+        &store,
+        WriteBatch {
+            triggers: ends,
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    // Every webhook but two delivered; of those two, one stays pending and one is dead.
+    let due = store.due_outbox("crm", Utc::now(), OLD + 10).await.unwrap();
+    assert_eq!(due.len(), OLD + 2);
+    let delivered = due[..OLD]
+        .iter()
+        .map(|m| store.outbox_delivered(m.id, 1, 200));
+    for done in futures_util::future::join_all(delivered).await {
+        done.unwrap();
+    }
+    store
+        .outbox_dead(due[OLD].id, 1, "HTTP 400", Some(400))
+        .await
+        .unwrap();
+    let records = store.audit_records(None, 100).await.unwrap().len();
+
+    // After the cutoff: a trigger and a webhook that end young.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let cutoff = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let young = Uuid::new_v4();
+    commit(
+        &store,
+        WriteBatch {
+            triggers: vec![accept(young)],
+            outbox: vec![message("young", 0)],
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    commit(
+        &store,
+        WriteBatch {
+            triggers: vec![transition(young, TriggerState::Completed, 1)],
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    let young_message = store.due_outbox("crm", Utc::now(), 10).await.unwrap();
+    let young_message = young_message
+        .iter()
+        .find(|m| m.ordering_key == "young")
+        .unwrap();
+    store
+        .outbox_delivered(young_message.id, 1, 200)
+        .await
+        .unwrap();
+
+    let pruned = store.prune(cutoff).await.unwrap();
+    assert_eq!(
+        (pruned.triggers, pruned.webhooks),
+        (OLD as u64 + 2, OLD as u64)
+    );
+    for id in completed.iter().take(3).chain([&failed, &rejected]) {
+        assert!(store.trigger(*id).await.unwrap().is_none(), "{id} kept");
+    }
+    for (id, state) in [
+        (sent, TriggerState::Sent),
+        (accepted, TriggerState::Accepted),
+        (young, TriggerState::Completed),
+    ] {
+        let row = store.trigger(id).await.unwrap();
+        assert_eq!(row.map(|r| r.state), Some(state), "{id}");
+    }
+    let unfinished = store.unfinished_triggers().await.unwrap();
+    assert_eq!(unfinished.len(), 2);
+    let counts = store.outbox_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.delivered, counts.dead), (1, 1, 1));
+    assert_eq!(
+        store.audit_records(None, 100).await.unwrap().len(),
+        records,
+        "the audit log keeps every record"
+    );
+    assert_eq!(store.prune(cutoff).await.unwrap(), Default::default());
+
+    // A pruned correlationId is new to the store again.
+    let again = commit(
+        &store,
+        WriteBatch {
+            triggers: vec![accept(completed[0])],
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    assert_eq!(again.existing, vec![None]);
+    store.close().await.unwrap();
+    assert!(verify(&t).await.is_intact());
 }
 
 async fn verify(t: &TestStore) -> audit::VerifyReport {

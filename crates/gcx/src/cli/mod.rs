@@ -13,6 +13,7 @@ mod bench;
 mod config_cmd;
 mod demo;
 mod outbox;
+mod prune;
 mod report;
 mod sandbox;
 mod serve;
@@ -77,6 +78,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Inspect and replay the webhook outbox.
     Outbox(outbox::Args),
+    /// Delete finished triggers and delivered webhooks older than store.keep_finished.
+    Prune(prune::Args),
     /// Work with simulation reports.
     Report(report::Args),
     /// Run the whole product against an embedded sandbox.
@@ -129,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(a) => simulate::run(a, &global, config).await,
         Command::Audit(a) => audit::run(a, &global, config).await,
         Command::Outbox(a) => outbox::run(a, &global, config).await,
+        Command::Prune(a) => prune::run(a, &global, config).await,
         Command::Report(a) => report::run(a, &global, config).await,
         Command::Demo(a) => demo::run(a, &global, config).await,
         Command::Bench(a) => bench::run(a, &global, config).await,

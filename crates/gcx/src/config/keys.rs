@@ -98,6 +98,7 @@ pub const KEYS: &[KeySpec] = &[
     k("store.group_commit_interval", Kind::Duration, &[]),
     k("store.audit_store_parameters", Kind::Bool, &[]),
     k("store.audit_checkpoint_every", Kind::Integer, &[]),
+    k("store.keep_finished", Kind::Duration, &[]),
     k("dispatch.concurrency", Kind::Integer, &["GCX_CONCURRENCY"]),
     k("dispatch.slot_timeout", Kind::Duration, &[]),
     k("dispatch.catalogue_path", Kind::Text, &["GCX_CATALOGUE"]),

@@ -207,6 +207,17 @@ fn check_merged(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
+    let keep = loaded.config.store.keep_finished;
+    if !keep.is_zero() && keep < super::MIN_KEEP_FINISHED {
+        return Err(invalid(
+            "store.keep_finished",
+            format!(
+                "{} is shorter than the engine's 24-hour deduplication window; expected 0 \
+                 (keep forever) or at least 24h",
+                humantime::format_duration(keep)
+            ),
+        ));
+    }
     if loaded.config.dispatch.concurrency == Some(0) {
         return Err(invalid(
             "dispatch.concurrency",
@@ -877,6 +888,29 @@ client_secret = "prod-secret"
         };
         let e = load_from(&global, &env(&[]), None).unwrap_err().to_string();
         assert!(e.contains("flag --log-level"), "{e}");
+    }
+
+    #[test]
+    fn keep_finished_is_forever_or_at_least_a_day() {
+        let e = env_error("GCX_STORE_KEEP_FINISHED", "12h");
+        assert!(
+            e.contains("store.keep_finished") && e.contains("env GCX_STORE_KEEP_FINISHED"),
+            "{e}"
+        );
+        assert!(e.contains("12h") && e.contains("at least 24h"), "{e}");
+        for ok in ["0", "24h", "30days"] {
+            let loaded = load_from(
+                &GlobalArgs::default(),
+                &env(&[("GCX_STORE_KEEP_FINISHED", ok)]),
+                None,
+            )
+            .unwrap();
+            assert_eq!(
+                loaded.config.store.keep_finished.is_zero(),
+                ok == "0",
+                "{ok}"
+            );
+        }
     }
 
     #[test]

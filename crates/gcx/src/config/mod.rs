@@ -85,7 +85,17 @@ pub struct StoreConfig {
     pub audit_store_parameters: bool,
     /// Write a signed audit checkpoint every this many records.
     pub audit_checkpoint_every: u64,
+    /// Delete finished triggers and delivered webhooks this long after they ended
+    /// (`gcx serve` every hour, `gcx prune` when run); 0 keeps them forever. At least
+    /// [`MIN_KEEP_FINISHED`]. Audit records and dead letters are always kept.
+    #[serde(with = "humantime_serde_ms")]
+    pub keep_finished: Duration,
 }
+
+/// The shortest `store.keep_finished`: the engine's deduplication window (PROTOCOL.md
+/// 3.6), so that gcx answers a repeated correlationId from its own store at least as
+/// long as the engine would.
+pub const MIN_KEEP_FINISHED: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -96,6 +106,7 @@ impl Default for StoreConfig {
             group_commit_interval: Duration::from_millis(2),
             audit_store_parameters: false,
             audit_checkpoint_every: 1000,
+            keep_finished: Duration::ZERO,
         }
     }
 }

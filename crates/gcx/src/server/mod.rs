@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod pipeline;
 pub mod prometheus;
 pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod service;
 pub mod state;

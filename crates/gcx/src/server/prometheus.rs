@@ -91,6 +91,10 @@ fn describe() {
         "gcx_serve_rate_limited_total",
         "Requests refused by the per-key rate limit"
     );
+    describe_counter!(
+        "gcx_store_pruned_total",
+        "Rows deleted by store.keep_finished, by kind (triggers, webhooks)"
+    );
 }
 
 /// Prometheus metrics.

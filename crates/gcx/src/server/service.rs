@@ -1,6 +1,7 @@
 //! The whole `gcx serve` service: store, CRM delivery worker, dispatcher (which resumes
-//! every trigger left `accepted`/`sent`), and the HTTP API, started in that order and
-//! stopped in the order the lifecycle needs:
+//! every trigger left `accepted`/`sent`), and the HTTP API, started in that order (with
+//! the hourly prune of `store.keep_finished` when it is set) and stopped in the order the
+//! lifecycle needs:
 //!
 //! 1. intake closes (`POST /v1/triggers` answers 503, `/readyz` unready), the rest of the
 //!    API keeps answering;
@@ -23,7 +24,7 @@ use tokio::time::Instant;
 
 use super::api_keys::{ApiKeyError, ApiKeys};
 use super::state::{AppState, DeliveryCell};
-use super::{prometheus, run};
+use super::{prometheus, retention, run};
 use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
 use crate::auth::TokenProvider;
 use crate::config::Config;
@@ -84,6 +85,8 @@ pub struct Service {
     http_stop: Option<oneshot::Sender<()>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     upkeep: Option<tokio::task::JoinHandle<()>>,
+    /// Prunes the store when `store.keep_finished` is set.
+    pruner: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -129,6 +132,8 @@ impl Service {
             delivery.clone(),
         );
         let upkeep = metrics.map(prometheus::spawn_upkeep);
+        let keep = config.store.keep_finished;
+        let pruner = (!keep.is_zero()).then(|| retention::spawn(store.clone(), keep));
         let (http_stop, stopped) = oneshot::channel::<()>();
         let http = tokio::spawn(run(listener, state.clone(), async move {
             let _ = stopped.await;
@@ -143,6 +148,7 @@ impl Service {
             http_stop: Some(http_stop),
             http,
             upkeep,
+            pruner,
         })
     }
 
@@ -192,6 +198,9 @@ impl Service {
             self.http.abort();
         }
         self.dispatcher.shutdown().await;
+        if let Some(pruner) = self.pruner.take() {
+            pruner.abort();
+        }
 
         if let Some(delivery) = self.delivery.take() {
             let left = deadline

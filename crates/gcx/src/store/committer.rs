@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, CommitReceipt, ReplayFilter, StoreError, WriteBatch};
+use super::{Backend, CommitReceipt, Pruned, ReplayFilter, StoreError, WriteBatch};
 use crate::audit::AuditKeys;
 
 /// One write, as queued for the committer.
@@ -46,6 +46,12 @@ pub(crate) enum Work {
     },
     /// Sign the chain head unless a checkpoint already covers it.
     Checkpoint,
+    /// Delete at most `limit` finished triggers last updated before `before`, and at
+    /// most `limit` delivered webhooks created before it ([`super::Store::prune`]).
+    Prune {
+        before: DateTime<Utc>,
+        limit: u32,
+    },
 }
 
 impl Work {
@@ -63,6 +69,7 @@ impl Work {
 pub(crate) enum Done {
     Receipt(CommitReceipt),
     Count(u64),
+    Pruned(Pruned),
     Unit,
 }
 

@@ -31,11 +31,18 @@ const SQLITE: &[Script] = &[
     ),
 ];
 
-const POSTGRES: &[Script] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const POSTGRES: &[Script] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "triggers finished",
+        include_str!("../../migrations/postgres/0002_triggers_finished.sql"),
+    ),
+];
 
 /// The schema version this binary knows (the last script's version).
 pub(crate) fn known_version(scripts: Scripts) -> i64 {

@@ -206,6 +206,19 @@ pub struct OutboxCounts {
     pub dead: u64,
 }
 
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// Finished triggers (completed, failed, rejected).
+    pub triggers: u64,
+    /// Delivered webhooks.
+    pub webhooks: u64,
+}
+
+/// The most rows of each kind one store write deletes when pruning, so that the writes of
+/// running triggers go in between.
+const PRUNE_CHUNK: u32 = 2_000;
+
 /// Which dead letters `replay` puts back.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -563,6 +576,43 @@ impl Store {
         match self.submit(committer::Work::Replay(filter.clone())).await? {
             committer::Done::Count(n) => Ok(n),
             _ => Ok(0),
+        }
+    }
+
+    /// Deletes what retention lets go (`store.keep_finished`): finished triggers
+    /// (completed, failed, rejected) last updated before `before`, and delivered webhooks
+    /// created before it. Unfinished triggers, pending webhooks and dead letters stay, and
+    /// so does every audit record (the log is append-only). A correlationId whose row is
+    /// gone is new to gcx again. Deletes in chunks, each a store write of its own.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let mut total = Pruned::default();
+        loop {
+            let work = committer::Work::Prune {
+                before,
+                limit: PRUNE_CHUNK,
+            };
+            let chunk = match self.submit(work).await? {
+                committer::Done::Pruned(chunk) => chunk,
+                _ => Pruned::default(),
+            };
+            total.triggers += chunk.triggers;
+            total.webhooks += chunk.webhooks;
+            let limit = u64::from(PRUNE_CHUNK);
+            if chunk.triggers < limit && chunk.webhooks < limit {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// [`Store::prune`] of what ended more than `keep` ago (nothing when `keep` reaches
+    /// back before the calendar does).
+    pub async fn prune_older_than(&self, keep: std::time::Duration) -> Result<Pruned, StoreError> {
+        let before = chrono::Duration::from_std(keep)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep));
+        match before {
+            Some(before) => self.prune(before).await,
+            None => Ok(Pruned::default()),
         }
     }
 

@@ -31,7 +31,7 @@ use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros
 use super::sqlite::{check_meta, foreign, migrate_error};
 use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage,
-    OutboxStatus, StoreError, TriggerRow, TriggerState,
+    OutboxStatus, Pruned, StoreError, TriggerRow, TriggerState,
 };
 use crate::audit::chain::{self, ChainHead};
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
@@ -597,6 +597,37 @@ impl PgBackend {
                 .await
                 .map_err(self.db())?;
                 Ok(Ok(Done::Unit))
+            }
+            Work::Prune { before, limit } => {
+                // Finished triggers through `triggers_finished` (schema 2); outbox rows go
+                // in by id and time, so that search stops at the first one too young.
+                let triggers = sqlx::query(
+                    "DELETE FROM triggers WHERE correlation_id IN ( \
+                       SELECT correlation_id FROM triggers \
+                       WHERE state IN ('completed', 'failed', 'rejected') AND updated_at < $1 \
+                       ORDER BY updated_at LIMIT $2)",
+                )
+                .bind(before)
+                .bind(i64::from(*limit))
+                .execute(&mut *conn)
+                .await
+                .map_err(self.db())?
+                .rows_affected();
+                let webhooks = sqlx::query(
+                    "DELETE FROM outbox WHERE id IN ( \
+                       SELECT id FROM outbox \
+                       WHERE id < COALESCE((SELECT id FROM outbox \
+                           WHERE created_at >= $1 ORDER BY id LIMIT 1), 9223372036854775807) \
+                         AND status = 'delivered' AND created_at < $1 \
+                       ORDER BY id LIMIT $2)",
+                )
+                .bind(before)
+                .bind(i64::from(*limit))
+                .execute(&mut *conn)
+                .await
+                .map_err(self.db())?
+                .rows_affected();
+                Ok(Ok(Done::Pruned(Pruned { triggers, webhooks })))
             }
             Work::Checkpoint => {
                 let head = self.lock_chain_head(conn).await?;

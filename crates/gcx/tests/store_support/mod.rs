@@ -127,6 +127,7 @@ fn base_config(dir: &tempfile::TempDir) -> StoreConfig {
         group_commit_interval: Duration::from_millis(5),
         audit_store_parameters: false,
         audit_checkpoint_every: 10,
+        keep_finished: Duration::ZERO,
     }
 }
 

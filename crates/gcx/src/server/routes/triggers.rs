@@ -569,7 +569,7 @@ impl From<TriggerRow> for TriggerView {
         (status = 200, description = "The trigger's state, attempts, timestamps and result", body = TriggerView),
         (status = 400, description = "The path segment is not a UUID", body = ErrorBody),
         (status = 401, description = "No or a wrong API key", body = ErrorBody),
-        (status = 404, description = "No trigger with this correlationId", body = ErrorBody),
+        (status = 404, description = "No trigger with this correlationId is stored (never accepted, or pruned)", body = ErrorBody),
         (status = 429, description = "Over this key's rate limit", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -590,7 +590,8 @@ pub async fn get(
     match state.store.trigger(id).await.map_err(store_error)? {
         Some(row) => Ok(Json(row.into())),
         None => Err(ApiError::not_found(format!(
-            "no trigger with correlationId {id} was ever accepted here"
+            "no trigger with correlationId {id} is stored here: it was never accepted, or it \
+             finished longer ago than store.keep_finished and was pruned"
         ))),
     }
 }
