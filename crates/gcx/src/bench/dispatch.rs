@@ -72,35 +72,77 @@ pub async fn dispatch_grown(
     stored: usize,
     triggers: usize,
 ) -> Result<GrownMeasurement, BenchError> {
-    // The sandbox remembers finished actions for re-sends, a million by default (about a
-    // gigabyte of results here); two sets' worth covers any re-send of this benchmark and
-    // keeps the process's memory about gcx's own.
-    let sandbox = SandboxOptions {
-        idempotency_cap: 2 * GROWN_SET,
-        ..SandboxOptions::default()
-    };
-    let rig = Rig::start(0, LIMIT, sandbox).await?;
+    let rig = Rig::start(0, LIMIT, grown_sandbox()).await?;
     let measured = async {
         let started = std::time::Instant::now();
-        let mut seed = 1;
-        let mut left = stored;
-        while left > 0 {
-            let set = left.min(GROWN_SET);
-            let m = rig.push(set, seed).await?;
-            left -= set;
-            seed += 1;
-            tracing::info!(
-                stored = stored - left,
-                per_second = m.per_second.round(),
-                p99_ms = m.p99_ms,
-                "store grown by one set"
-            );
-        }
+        let seed = rig.fill(stored).await?;
         let filling_per_second = stored as f64 / started.elapsed().as_secs_f64().max(1e-9);
         let last = rig.push(triggers, seed).await?;
         Ok(GrownMeasurement {
             last,
             filling_per_second,
+        })
+    }
+    .await;
+    rig.stop().await?;
+    measured
+}
+
+/// The sandbox of a benchmark that grows the store: it remembers finished actions for
+/// re-sends, a million by default (about a gigabyte of results here); two sets' worth
+/// covers any re-send of these benchmarks and keeps the process's memory about gcx's own.
+fn grown_sandbox() -> SandboxOptions {
+    SandboxOptions {
+        idempotency_cap: 2 * GROWN_SET,
+        ..SandboxOptions::default()
+    }
+}
+
+/// What [`prune`] measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PruneMeasurement {
+    /// Finished triggers `Store::prune` deleted per second.
+    pub pruned_per_second: f64,
+    /// [`dispatch`]'s figure for a set on the grown store, before the prune...
+    pub alone: DispatchMeasurement,
+    /// ...and for the next set, pushed while the prune runs.
+    pub during: DispatchMeasurement,
+}
+
+/// Retention's first run on a big store: fills a store with `stored` finished triggers
+/// (as [`dispatch_grown`]), measures a set of `triggers` alone, then pushes another set
+/// while `Store::prune` deletes every trigger that finished before that set began.
+pub async fn prune(stored: usize, triggers: usize) -> Result<PruneMeasurement, BenchError> {
+    let rig = Rig::start(0, LIMIT, grown_sandbox()).await?;
+    let measured = async {
+        let seed = rig.fill(stored).await?;
+        let alone = rig.push(triggers, seed).await?;
+        let cutoff = chrono::Utc::now();
+        let store = rig.store.clone();
+        let pruning = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            store.prune(cutoff).await.map(|p| (p, started.elapsed()))
+        });
+        let during = rig.push(triggers, seed + 1).await?;
+        let (pruned, took) = pruning
+            .await
+            .map_err(|e| BenchError::Incomplete(format!("the prune task ended: {e}")))??;
+        let expected = (stored + triggers) as u64;
+        if pruned.triggers != expected {
+            return Err(BenchError::Incomplete(format!(
+                "{} of {expected} finished triggers pruned",
+                pruned.triggers
+            )));
+        }
+        tracing::info!(
+            pruned = pruned.triggers,
+            took_ms = took.as_millis(),
+            "pruned while a set was pushed"
+        );
+        Ok(PruneMeasurement {
+            pruned_per_second: pruned.triggers as f64 / took.as_secs_f64().max(1e-9),
+            alone,
+            during,
         })
     }
     .await;
@@ -164,6 +206,26 @@ impl Rig {
             catalogue,
             _dir: dir,
         })
+    }
+
+    /// Grows the store by `stored` triggers in sets of [`GROWN_SET`], seeds 1, 2, ...;
+    /// returns the next unused seed.
+    async fn fill(&self, stored: usize) -> Result<u64, BenchError> {
+        let mut seed = 1;
+        let mut left = stored;
+        while left > 0 {
+            let set = left.min(GROWN_SET);
+            let m = self.push(set, seed).await?;
+            left -= set;
+            seed += 1;
+            tracing::info!(
+                stored = stored - left,
+                per_second = m.per_second.round(),
+                p99_ms = m.p99_ms,
+                "store grown by one set"
+            );
+        }
+        Ok(seed)
     }
 
     /// Dispatches `triggers` new valid triggers (drawn from `seed`: each set its own

@@ -132,6 +132,26 @@ pub const BENCHES: &[Bench] = &[
         ],
     },
     Bench {
+        name: "prune",
+        about: "retention's first run: Store::prune of this many finished triggers and one set more (50,000 at full size), while another set is dispatched",
+        full_size: 200_000,
+        quick_size: 600,
+        size_unit: "triggers",
+        figures: &[
+            figure("rate", "finished triggers pruned", "triggers/s"),
+            figure(
+                "during",
+                "completed triggers while the prune runs",
+                "triggers/s",
+            ),
+            figure(
+                "alone",
+                "completed triggers on that store just before",
+                "triggers/s",
+            ),
+        ],
+    },
+    Bench {
         name: "slots",
         about: "slot utilisation at engine latency 20 ms, limit 50 (issue 4)",
         full_size: 10_000,
@@ -358,6 +378,14 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
                 .with("throughput", g.last.per_second)
                 .with("p99", g.last.p99_ms)
                 .with("filling", g.filling_per_second)
+        }
+        "prune" => {
+            let stored = count(size);
+            let p = dispatch::prune(stored, stored.min(dispatch::GROWN_SET)).await?;
+            Measurement::default()
+                .with("rate", p.pruned_per_second)
+                .with("during", p.during.per_second)
+                .with("alone", p.alone.per_second)
         }
         "slots" => {
             let latency_ms = 20;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Backend, CommitReceipt, Pruned, ReplayFilter, StoreError, WriteBatch};
+use super::{Backend, CommitReceipt, PruneCursor, Pruned, ReplayFilter, StoreError, WriteBatch};
 use crate::audit::AuditKeys;
 
 /// One write, as queued for the committer.
@@ -47,10 +47,12 @@ pub(crate) enum Work {
     /// Sign the chain head unless a checkpoint already covers it.
     Checkpoint,
     /// Delete at most `limit` finished triggers last updated before `before`, and at
-    /// most `limit` delivered webhooks created before it ([`super::Store::prune`]).
+    /// most `limit` delivered webhooks created before it, looking after `after`
+    /// ([`super::Store::prune`]).
     Prune {
         before: DateTime<Utc>,
         limit: u32,
+        after: PruneCursor,
     },
 }
 
@@ -69,7 +71,8 @@ impl Work {
 pub(crate) enum Done {
     Receipt(CommitReceipt),
     Count(u64),
-    Pruned(Pruned),
+    /// What a prune chunk deleted, and where the next one looks.
+    Pruned(Pruned, PruneCursor),
     Unit,
 }
 

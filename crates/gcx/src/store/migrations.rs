@@ -39,8 +39,8 @@ const POSTGRES: &[Script] = &[
     ),
     (
         2,
-        "triggers finished",
-        include_str!("../../migrations/postgres/0002_triggers_finished.sql"),
+        "prune indexes",
+        include_str!("../../migrations/postgres/0002_prune_indexes.sql"),
     ),
 ];
 

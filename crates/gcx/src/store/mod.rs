@@ -27,6 +27,7 @@ mod migrations;
 mod plan;
 mod postgres;
 mod sqlite;
+mod sqlite_prune;
 mod sqlite_writer;
 mod wal;
 
@@ -218,6 +219,21 @@ pub struct Pruned {
 /// The most rows of each kind one store write deletes when pruning, so that the writes of
 /// running triggers go in between.
 const PRUNE_CHUNK: u32 = 2_000;
+
+/// Where a prune has got to in each table's key order (SQLite's rowid and outbox id): the
+/// next chunk looks only after these. PostgreSQL finds the rows through indexes instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PruneCursor {
+    pub triggers: i64,
+    pub webhooks: i64,
+}
+
+impl PruneCursor {
+    const START: PruneCursor = PruneCursor {
+        triggers: i64::MIN,
+        webhooks: i64::MIN,
+    };
+}
 
 /// Which dead letters `replay` puts back.
 #[derive(Debug, Clone, Default)]
@@ -586,14 +602,16 @@ impl Store {
     /// gone is new to gcx again. Deletes in chunks, each a store write of its own.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<Pruned, StoreError> {
         let mut total = Pruned::default();
+        let mut after = PruneCursor::START;
         loop {
             let work = committer::Work::Prune {
                 before,
                 limit: PRUNE_CHUNK,
+                after,
             };
-            let chunk = match self.submit(work).await? {
-                committer::Done::Pruned(chunk) => chunk,
-                _ => Pruned::default(),
+            let (chunk, next) = match self.submit(work).await? {
+                committer::Done::Pruned(chunk, next) => (chunk, next),
+                _ => (Pruned::default(), after),
             };
             total.triggers += chunk.triggers;
             total.webhooks += chunk.webhooks;
@@ -601,6 +619,7 @@ impl Store {
             if chunk.triggers < limit && chunk.webhooks < limit {
                 return Ok(total);
             }
+            after = next;
         }
     }
 

@@ -598,9 +598,12 @@ impl PgBackend {
                 .map_err(self.db())?;
                 Ok(Ok(Done::Unit))
             }
-            Work::Prune { before, limit } => {
-                // Finished triggers through `triggers_finished` (schema 2); outbox rows go
-                // in by id and time, so that search stops at the first one too young.
+            Work::Prune {
+                before,
+                limit,
+                after,
+            } => {
+                // Both through schema 2's partial indexes; no cursor needed.
                 let triggers = sqlx::query(
                     "DELETE FROM triggers WHERE correlation_id IN ( \
                        SELECT correlation_id FROM triggers \
@@ -615,11 +618,8 @@ impl PgBackend {
                 .rows_affected();
                 let webhooks = sqlx::query(
                     "DELETE FROM outbox WHERE id IN ( \
-                       SELECT id FROM outbox \
-                       WHERE id < COALESCE((SELECT id FROM outbox \
-                           WHERE created_at >= $1 ORDER BY id LIMIT 1), 9223372036854775807) \
-                         AND status = 'delivered' AND created_at < $1 \
-                       ORDER BY id LIMIT $2)",
+                       SELECT id FROM outbox WHERE status = 'delivered' AND created_at < $1 \
+                       ORDER BY created_at LIMIT $2)",
                 )
                 .bind(before)
                 .bind(i64::from(*limit))
@@ -627,7 +627,7 @@ impl PgBackend {
                 .await
                 .map_err(self.db())?
                 .rows_affected();
-                Ok(Ok(Done::Pruned(Pruned { triggers, webhooks })))
+                Ok(Ok(Done::Pruned(Pruned { triggers, webhooks }, *after)))
             }
             Work::Checkpoint => {
                 let head = self.lock_chain_head(conn).await?;

@@ -24,6 +24,7 @@ use super::error::sqlite_error;
 use super::known_states::KnownStates;
 use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
 use super::sqlite::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
+use super::sqlite_prune;
 use super::wal::{self, Checkpointer};
 use super::{NewOutboxMessage, Pruned, StoreError, TriggerState};
 use crate::audit::Checkpoint;
@@ -485,36 +486,15 @@ impl Writer {
                 .map_err(self.err())?;
                 Ok(Ok(Done::Unit))
             }
-            Work::Prune { before, limit } => {
-                // Rows go in by time, so the old ones lead their tables: each search
-                // stops at the first row that is too young by its start, instead of
-                // reading the whole table for the last few (no index needed).
-                let triggers = conn
-                    .prepare_cached(
-                        "DELETE FROM triggers WHERE rowid IN ( \
-                           SELECT rowid FROM triggers \
-                           WHERE rowid < IFNULL((SELECT rowid FROM triggers \
-                               WHERE accepted_at >= ?1 ORDER BY rowid LIMIT 1), 9223372036854775807) \
-                             AND state IN ('completed', 'failed', 'rejected') AND updated_at < ?1 \
-                           ORDER BY rowid LIMIT ?2)",
-                    )
-                    .and_then(|mut s| s.execute(params![micros(*before), limit]))
-                    .map_err(self.err())?;
-                let webhooks = conn
-                    .prepare_cached(
-                        "DELETE FROM outbox WHERE id IN ( \
-                           SELECT id FROM outbox \
-                           WHERE id < IFNULL((SELECT id FROM outbox \
-                               WHERE created_at >= ?1 ORDER BY id LIMIT 1), 9223372036854775807) \
-                             AND status = 'delivered' AND created_at < ?1 \
-                           ORDER BY id LIMIT ?2)",
-                    )
-                    .and_then(|mut s| s.execute(params![micros(*before), limit]))
-                    .map_err(self.err())?;
-                Ok(Ok(Done::Pruned(Pruned {
-                    triggers: triggers as u64,
-                    webhooks: webhooks as u64,
-                })))
+            Work::Prune {
+                before,
+                limit,
+                after,
+            } => {
+                let (triggers, webhooks, next) =
+                    sqlite_prune::chunk(conn, micros(*before), *limit, *after)
+                        .map_err(self.err())?;
+                Ok(Ok(Done::Pruned(Pruned { triggers, webhooks }, next)))
             }
             Work::Checkpoint => {
                 let head: Option<(i64, String, Option<i64>)> = conn
