@@ -86,6 +86,15 @@ fn remaining(batches: &[Value], acknowledged: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Posts every batch not yet acknowledged; each must be.
+async fn post_the_rest(url: &str, batches: &Arc<Vec<Value>>, acknowledged: &mut Vec<usize>) {
+    let rest = remaining(batches, acknowledged);
+    let expected = rest.len();
+    let posted = post_batches(url, batches, rest, None).await;
+    assert_eq!(posted.len(), expected, "every remaining batch acknowledged");
+    acknowledged.extend(posted);
+}
+
 /// Starts `gcx serve` and waits for its ready file; returns the child and its URL.
 async fn spawn_serve(config: &Path, dir: &Path) -> (Child, String) {
     let ready = dir.join("ready.json");
@@ -182,15 +191,7 @@ async fn kill_9_mid_way_loses_nothing_and_runs_nothing_twice() {
 
     // Second run, same data: resume, and post every batch not acknowledged (again).
     let (child, url) = spawn_serve(&config, dir.path()).await;
-    let rest = remaining(&batches, &acknowledged);
-    let expected_rest = rest.len();
-    let posted = post_batches(&url, &batches, rest, None).await;
-    assert_eq!(
-        posted.len(),
-        expected_rest,
-        "every remaining batch acknowledged"
-    );
-    acknowledged.extend(posted);
+    post_the_rest(&url, &batches, &mut acknowledged).await;
     assert_eq!(acknowledged.len() * BATCH, TOTAL);
 
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -290,14 +291,7 @@ async fn the_same_on_postgresql() {
     let Some(pg) = store_support::postgres().await else {
         return;
     };
-    let url = pg
-        .config
-        .database_url
-        .as_ref()
-        .unwrap()
-        .expose()
-        .to_string();
-    chaos(Some(&url)).await;
+    chaos(pg.database_url().as_deref()).await;
 }
 
 /// Kills `gcx serve` (on SQLite, or on PostgreSQL at `database_url`) five times under
@@ -352,15 +346,7 @@ async fn chaos(database_url: Option<&str>) {
     // Fourth run: the rest is posted, the CRM goes down, and the process is killed while
     // actions and webhooks are still under way.
     let (child, url) = spawn_serve(&config, dir.path()).await;
-    let rest = remaining(&batches, &acknowledged);
-    let expected_rest = rest.len();
-    let posted = post_batches(&url, &batches, rest, None).await;
-    assert_eq!(
-        posted.len(),
-        expected_rest,
-        "every remaining batch acknowledged"
-    );
-    acknowledged.extend(posted);
+    post_the_rest(&url, &batches, &mut acknowledged).await;
     sandbox.state.faults.write().crm_statuses = vec![503; 40];
     tokio::time::sleep(Duration::from_millis(300)).await;
     kill_9(child).await;

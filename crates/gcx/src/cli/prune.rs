@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::GlobalArgs;
 use super::outbox::Output;
-use crate::config::{Config, MIN_KEEP_FINISHED};
+use crate::config::{Config, keep_finished_too_short};
 use crate::store::Store;
 
 #[derive(Debug, clap::Args)]
@@ -32,12 +32,8 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
              --keep (e.g. --keep 30d)"
         );
     }
-    if keep < MIN_KEEP_FINISHED {
-        bail!(
-            "--keep {} is shorter than the engine's 24-hour deduplication window; expected \
-             at least 24h",
-            humantime::format_duration(keep)
-        );
+    if let Some(why) = keep_finished_too_short(keep) {
+        bail!("--keep {why}");
     }
     let store = Store::open(&config.store)
         .await

@@ -207,15 +207,10 @@ fn check_merged(loaded: &LoadedConfig) -> Result<(), ConfigError> {
             ),
         ));
     }
-    let keep = loaded.config.store.keep_finished;
-    if !keep.is_zero() && keep < super::MIN_KEEP_FINISHED {
+    if let Some(why) = super::keep_finished_too_short(loaded.config.store.keep_finished) {
         return Err(invalid(
             "store.keep_finished",
-            format!(
-                "{} is shorter than the engine's 24-hour deduplication window; expected 0 \
-                 (keep forever) or at least 24h",
-                humantime::format_duration(keep)
-            ),
+            format!("{why} (or 0, keep forever)"),
         ));
     }
     if loaded.config.dispatch.concurrency == Some(0) {

@@ -97,6 +97,18 @@ pub struct StoreConfig {
 /// long as the engine would.
 pub const MIN_KEEP_FINISHED: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Why `keep` cannot be a retention (shorter than [`MIN_KEEP_FINISHED`]); `None` when it
+/// can. Zero (keep forever) is the caller's to judge.
+pub fn keep_finished_too_short(keep: Duration) -> Option<String> {
+    (!keep.is_zero() && keep < MIN_KEEP_FINISHED).then(|| {
+        format!(
+            "{} is shorter than the engine's 24-hour deduplication window; expected at \
+             least 24h",
+            humantime::format_duration(keep)
+        )
+    })
+}
+
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {

@@ -36,6 +36,18 @@ use super::{
 use crate::audit::chain::{self, ChainHead};
 use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
 
+/// A prune chunk's deletes, finished triggers then delivered webhooks: older than `$1`,
+/// at most `$2` of each.
+const PRUNE_DELETES: [&str; 2] = [
+    "DELETE FROM triggers WHERE correlation_id IN ( \
+       SELECT correlation_id FROM triggers \
+       WHERE state IN ('completed', 'failed', 'rejected') AND updated_at < $1 \
+       ORDER BY updated_at LIMIT $2)",
+    "DELETE FROM outbox WHERE id IN ( \
+       SELECT id FROM outbox WHERE status = 'delivered' AND created_at < $1 \
+       ORDER BY created_at LIMIT $2)",
+];
+
 pub(crate) struct PgBackend {
     pool: PgPool,
     /// The URL without password, as shown in messages.
@@ -604,29 +616,17 @@ impl PgBackend {
                 after,
             } => {
                 // Both through schema 2's partial indexes; no cursor needed.
-                let triggers = sqlx::query(
-                    "DELETE FROM triggers WHERE correlation_id IN ( \
-                       SELECT correlation_id FROM triggers \
-                       WHERE state IN ('completed', 'failed', 'rejected') AND updated_at < $1 \
-                       ORDER BY updated_at LIMIT $2)",
-                )
-                .bind(before)
-                .bind(i64::from(*limit))
-                .execute(&mut *conn)
-                .await
-                .map_err(self.db())?
-                .rows_affected();
-                let webhooks = sqlx::query(
-                    "DELETE FROM outbox WHERE id IN ( \
-                       SELECT id FROM outbox WHERE status = 'delivered' AND created_at < $1 \
-                       ORDER BY created_at LIMIT $2)",
-                )
-                .bind(before)
-                .bind(i64::from(*limit))
-                .execute(&mut *conn)
-                .await
-                .map_err(self.db())?
-                .rows_affected();
+                let mut deleted = [0u64; 2];
+                for (n, sql) in deleted.iter_mut().zip(PRUNE_DELETES) {
+                    *n = sqlx::query(sql)
+                        .bind(before)
+                        .bind(i64::from(*limit))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(self.db())?
+                        .rows_affected();
+                }
+                let [triggers, webhooks] = deleted;
                 Ok(Ok(Done::Pruned(Pruned { triggers, webhooks }, *after)))
             }
             Work::Checkpoint => {

@@ -12,7 +12,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::PruneCursor;
+use super::{PruneCursor, Pruned};
 
 /// A table's statements: the key range, the first row at or after a key, and the delete
 /// of eligible rows after `?1` and below `?2`, older than `?3`, at most `?4`.
@@ -50,12 +50,11 @@ pub(crate) fn chunk(
     cutoff: i64,
     limit: u32,
     after: PruneCursor,
-) -> rusqlite::Result<(u64, u64, PruneCursor)> {
+) -> rusqlite::Result<(Pruned, PruneCursor)> {
     let (triggers, triggers_next) = table_chunk(conn, &TRIGGERS, cutoff, limit, after.triggers)?;
     let (webhooks, webhooks_next) = table_chunk(conn, &WEBHOOKS, cutoff, limit, after.webhooks)?;
     Ok((
-        triggers,
-        webhooks,
+        Pruned { triggers, webhooks },
         PruneCursor {
             triggers: triggers_next,
             webhooks: webhooks_next,

@@ -26,7 +26,7 @@ use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros
 use super::sqlite::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
 use super::sqlite_prune;
 use super::wal::{self, Checkpointer};
-use super::{NewOutboxMessage, Pruned, StoreError, TriggerState};
+use super::{NewOutboxMessage, StoreError, TriggerState};
 use crate::audit::Checkpoint;
 use crate::audit::chain::{self, ChainHead, Link};
 
@@ -491,10 +491,9 @@ impl Writer {
                 limit,
                 after,
             } => {
-                let (triggers, webhooks, next) =
-                    sqlite_prune::chunk(conn, micros(*before), *limit, *after)
-                        .map_err(self.err())?;
-                Ok(Ok(Done::Pruned(Pruned { triggers, webhooks }, next)))
+                let (pruned, next) = sqlite_prune::chunk(conn, micros(*before), *limit, *after)
+                    .map_err(self.err())?;
+                Ok(Ok(Done::Pruned(pruned, next)))
             }
             Work::Checkpoint => {
                 let head: Option<(i64, String, Option<i64>)> = conn

@@ -31,6 +31,12 @@ impl TestStore {
             .unwrap_or_else(|e| panic!("open {}: {e}", self.name()))
     }
 
+    /// The PostgreSQL URL (with its schema), `None` for SQLite.
+    pub fn database_url(&self) -> Option<String> {
+        let url = self.config.database_url.as_ref()?;
+        Some(url.expose().to_string())
+    }
+
     pub fn name(&self) -> &'static str {
         if self.schema.is_some() {
             "postgres"
@@ -54,13 +60,7 @@ impl TestStore {
     pub async fn try_exec(&self, sql: &str) -> Result<(), sqlx::Error> {
         match &self.schema {
             Some(_) => {
-                let url = self
-                    .config
-                    .database_url
-                    .as_ref()
-                    .unwrap()
-                    .expose()
-                    .to_string();
+                let url = self.database_url().unwrap_or_default();
                 let mut conn = sqlx::PgConnection::connect(&url).await?;
                 let result = sqlx::raw_sql(sql).execute(&mut conn).await.map(|_| ());
                 conn.close().await?;
