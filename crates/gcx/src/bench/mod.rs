@@ -18,7 +18,10 @@
 //!   both against one `gcx sandbox` child process.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
+//! - [`soak`]: `gcx serve` for half an hour under load and every fault, sampled, drawn
+//!   and accounted for; run only by name, and once.
 //! - `child`: starting a `gcx` child process and waiting for its ready file.
+//! - `proc`: a child process's memory, descriptors and CPU time from `/proc`.
 //! - [`table`]: medians and the one table.
 
 pub mod audit;
@@ -26,7 +29,9 @@ mod child;
 pub mod dispatch;
 pub mod events;
 pub mod outbox;
+pub mod proc;
 pub mod serve;
+pub mod soak;
 pub mod stream;
 pub mod table;
 
@@ -90,6 +95,9 @@ pub struct Bench {
     /// What the size counts (`triggers`, `records`, `seconds`...).
     pub size_unit: &'static str,
     pub figures: &'static [Figure],
+    /// Runs only when named with `--only`, and once whatever `--runs` says: a run is
+    /// long and ends in its own account, not in one figure to take a median of.
+    pub on_demand: bool,
 }
 
 /// Every benchmark, in the table's order.
@@ -110,6 +118,7 @@ pub const BENCHES: &[Bench] = &[
             figure("p50", "send->result p50, engine latency 0", "ms"),
             figure("p99", "send->result p99, engine latency 0", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "dispatch-grown",
@@ -130,6 +139,7 @@ pub const BENCHES: &[Bench] = &[
                 "triggers/s",
             ),
         ],
+        on_demand: false,
     },
     Bench {
         name: "prune",
@@ -150,6 +160,7 @@ pub const BENCHES: &[Bench] = &[
                 "triggers/s",
             ),
         ],
+        on_demand: false,
     },
     Bench {
         name: "slots",
@@ -166,6 +177,7 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("p50", "send->result p50, engine latency 20 ms", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "audit-sqlite",
@@ -179,6 +191,7 @@ pub const BENCHES: &[Bench] = &[
             "records/s",
             50_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "audit-postgres",
@@ -192,6 +205,7 @@ pub const BENCHES: &[Bench] = &[
             "records/s",
             50_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "outbox",
@@ -205,6 +219,7 @@ pub const BENCHES: &[Bench] = &[
             "deliveries/s",
             5_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "events-500",
@@ -221,6 +236,7 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("wrk", "events posted, batch 500 async (wrk)", "events/s"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "events-1",
@@ -233,6 +249,7 @@ pub const BENCHES: &[Bench] = &[
             figure("wrk", "requests, batch 1 (wrk)", "requests/s"),
             at_least("ratio", "simulate / wrk at batch 1", "%", 80.0),
         ],
+        on_demand: false,
     },
     Bench {
         name: "stream",
@@ -244,6 +261,7 @@ pub const BENCHES: &[Bench] = &[
             figure("messages", "assist stream messages (sandbox)", "messages/s"),
             figure("p99", "assist stream send->result p99", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "serve-1",
@@ -261,6 +279,7 @@ pub const BENCHES: &[Bench] = &[
                 aim: Some(Aim::AtMost(30.0)),
             },
         ],
+        on_demand: false,
     },
     Bench {
         name: "serve-100",
@@ -276,6 +295,22 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("rss", "gcx serve resident memory under load", "MiB"),
         ],
+        on_demand: false,
+    },
+    Bench {
+        name: "soak",
+        about: "gcx serve under steady load and every fault, sampled and accounted for; writes samples.csv and soak.html (issue 23; --soak-* flags)",
+        full_size: 1_800,
+        quick_size: 40,
+        size_unit: "seconds",
+        figures: &[
+            figure("acknowledged", "soak: triggers acknowledged", "triggers"),
+            figure("rss", "soak: resident memory, last tenth", "MiB"),
+            figure("rss_growth", "soak: resident memory growth after warm-up", "%"),
+            figure("fds", "soak: open file descriptors, last tenth", "fds"),
+            figure("cpu", "soak: CPU under load after warm-up", "s/min"),
+        ],
+        on_demand: true,
     },
 ];
 
@@ -318,6 +353,8 @@ pub struct BenchContext {
     pub database_url: String,
     /// The `gcx` binary `serve-*` and `events-*` start as child processes.
     pub gcx_binary: Option<PathBuf>,
+    /// The soak's settings (its duration is the run's size).
+    pub soak: soak::Settings,
 }
 
 impl Default for BenchContext {
@@ -325,6 +362,7 @@ impl Default for BenchContext {
         BenchContext {
             database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
             gcx_binary: std::env::current_exe().ok(),
+            soak: soak::Settings::default(),
         }
     }
 }
@@ -436,8 +474,53 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             let batch = if bench.name == "serve-1" { 1 } else { 100 };
             return serve::intake(binary, count(size), batch).await;
         }
+        "soak" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            let settings = soak::Settings {
+                duration: seconds(size),
+                ..ctx.soak.clone()
+            };
+            return soak_outcome(binary, &settings).await;
+        }
         other => return Ok(Outcome::Skipped(format!("no benchmark named {other}"))),
     };
+    Ok(Outcome::Measured(m))
+}
+
+/// Runs the soak, prints its account and where its page is; fails when a check failed.
+async fn soak_outcome(
+    binary: &std::path::Path,
+    settings: &soak::Settings,
+) -> Result<Outcome, BenchError> {
+    let (report, files) = soak::run(binary, settings).await?;
+    eprintln!("\n{}", report.summary());
+    eprintln!(
+        "soak page: {}\nsamples:   {}",
+        files.html.display(),
+        files.csv.display()
+    );
+    if !report.passed() {
+        let failed = report.checks.iter().filter(|c| !c.passed).count();
+        return Err(BenchError::Incomplete(format!(
+            "the soak failed {failed} of {} checks; see {}",
+            report.checks.len(),
+            files.html.display()
+        )));
+    }
+    let mut m = Measurement::default().with("acknowledged", report.load.acknowledged.len() as f64);
+    if let Some(f) = report.flatness.iter().find(|f| f.unit == "KiB") {
+        m = m
+            .with("rss", f.last / 1024.0)
+            .with("rss_growth", f.growth_percent());
+    }
+    if let Some(f) = report.flatness.iter().find(|f| f.unit.is_empty()) {
+        m = m.with("fds", f.last);
+    }
+    if let Some(cpu) = report.cpu_per_minute_under_load() {
+        m = m.with("cpu", cpu);
+    }
     Ok(Outcome::Measured(m))
 }
 
