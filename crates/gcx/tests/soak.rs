@@ -50,16 +50,32 @@ async fn a_short_soak_under_every_fault_accounts_for_every_trigger() {
 
     // Every fault was met.
     let s = &report.sandbox_stats;
-    let count = |a| report.events.iter().filter(|e| e.action == a && e.error.is_none()).count();
-    assert!(count(Action::CrmDown) >= 2 && count(Action::ClosingOn) >= 2, "{:?}", report.events);
-    assert!(s["assist"]["connections_total"].as_u64().unwrap() >= 3, "{s}");
+    let count = |a| {
+        report
+            .events
+            .iter()
+            .filter(|e| e.action == a && e.error.is_none())
+            .count()
+    };
+    assert!(
+        count(Action::CrmDown) >= 2 && count(Action::ClosingOn) >= 2,
+        "{:?}",
+        report.events
+    );
+    assert!(
+        s["assist"]["connections_total"].as_u64().unwrap() >= 3,
+        "{s}"
+    );
     assert!(s["oauth"]["tokens_issued"].as_u64().unwrap() >= 4, "{s}");
     assert!(s["assist"]["rejected_429"].as_u64().unwrap() > 0, "{s}");
     assert!(
         s["crm"]["deliveries"].as_u64().unwrap() > s["crm"]["unique_messages"].as_u64().unwrap(),
         "webhooks were retried after CRM outages: {s}"
     );
-    assert!(report.samples.iter().any(|x| x.crm_down), "samples mark the outages");
+    assert!(
+        report.samples.iter().any(|x| x.crm_down),
+        "samples mark the outages"
+    );
 
     // The samples: the header, one row per sample, every figure read under load.
     let csv = std::fs::read_to_string(&files.csv).unwrap();
@@ -79,7 +95,10 @@ async fn a_short_soak_under_every_fault_accounts_for_every_trigger() {
     // The page: self-contained, the verdict, the account and six charts.
     let html = std::fs::read_to_string(&files.html).unwrap();
     assert!(html.starts_with("<!doctype html>"));
-    assert!(!html.contains("<script") && !html.contains("<link "), "no script, no network");
+    assert!(
+        !html.contains("<script") && !html.contains("<link "),
+        "no script, no network"
+    );
     assert_eq!(html.matches("<svg").count(), 6);
     for c in &report.checks {
         assert!(html.contains(c.name), "{} on the page", c.name);

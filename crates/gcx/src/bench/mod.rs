@@ -306,7 +306,11 @@ pub const BENCHES: &[Bench] = &[
         figures: &[
             figure("acknowledged", "soak: triggers acknowledged", "triggers"),
             figure("rss", "soak: resident memory, last tenth", "MiB"),
-            figure("rss_growth", "soak: resident memory growth after warm-up", "%"),
+            figure(
+                "rss_growth",
+                "soak: resident memory growth after warm-up",
+                "%",
+            ),
             figure("fds", "soak: open file descriptors, last tenth", "fds"),
             figure("cpu", "soak: CPU under load after warm-up", "s/min"),
         ],

@@ -54,7 +54,8 @@ mod tests {
 
     #[test]
     fn cpu_ticks_are_counted_from_after_the_command_name() {
-        let stat = "4242 (gcx serve) S 1 4242 4242 0 -1 4194560 2197 0 0 0 731 269 0 0 20 0 9 0 1 1 1";
+        let stat =
+            "4242 (gcx serve) S 1 4242 4242 0 -1 4194560 2197 0 0 0 731 269 0 0 20 0 9 0 1 1 1";
         assert_eq!(stat_cpu_ticks(stat), Some(1000));
         assert_eq!(stat_cpu_ticks("4242 (x) S 1"), None);
     }

@@ -83,7 +83,9 @@ pub struct SoakArgs {
 fn positive_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000.0 => Ok(r),
-        _ => Err(format!("{s:?}: expected triggers per second above 0, at most 10000")),
+        _ => Err(format!(
+            "{s:?}: expected triggers per second above 0, at most 10000"
+        )),
     }
 }
 
@@ -190,6 +192,10 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
                 "{} ({size} {}) run {i}/{runs_of_this}... ",
                 bench.name, bench.size_unit
             );
+            if bench.on_demand {
+                // Its progress comes in lines of their own.
+                eprintln!();
+            }
             let _ = std::io::stderr().flush();
             let outcome = crate::bench::measure(bench, size, &ctx).await;
             match &outcome {

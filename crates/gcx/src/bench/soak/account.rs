@@ -432,7 +432,11 @@ mod tests {
     }
 
     fn failing(checks: &[Check]) -> Vec<&'static str> {
-        checks.iter().filter(|c| !c.passed).map(|c| c.name).collect()
+        checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name)
+            .collect()
     }
 
     #[test]
@@ -515,7 +519,14 @@ mod tests {
             attempts: 8,
             last_error: Some("answered 410".into()),
         };
-        let c = checks(10, &ended(8, 2), &counts(8, 2), &[], &[dead], &BTreeMap::new());
+        let c = checks(
+            10,
+            &ended(8, 2),
+            &counts(8, 2),
+            &[],
+            &[dead],
+            &BTreeMap::new(),
+        );
         let line = c.iter().find(|c| c.name == "no dead letters").unwrap();
         assert!(!line.passed && line.detail.contains("msg_1"), "{line:?}");
     }

@@ -93,12 +93,13 @@ impl Chart {
                 bottom - top,
                 b.colour
             );
+            // At the foot of the band, clear of the guides' labels at the top.
             if let Some(label) = &b.label {
                 let _ = write!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}">{}</text>"#,
                     x0 + 4.0,
-                    top + 11.0,
+                    bottom - 5.0,
                     escape_html(label)
                 );
             }
@@ -134,15 +135,22 @@ impl Chart {
             );
             t += step;
         }
+        // The highest guide's label above its line, the others' below theirs, so two
+        // close guides (a median and its limit) keep their labels apart.
+        let highest = self.guides.iter().map(|g| g.value).fold(f64::MIN, f64::max);
         for g in &self.guides {
             let y = self.y(g.value, y_max);
+            let label_y = if g.value >= highest {
+                y - 4.0
+            } else {
+                y + 13.0
+            };
             let _ = write!(
                 s,
-                r#"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" style="stroke:{};stroke-dasharray:6 4;stroke-width:1"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                r#"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" style="stroke:{};stroke-dasharray:6 4;stroke-width:1"/><text x="{:.1}" y="{label_y:.1}" text-anchor="end">{}</text>"#,
                 WIDTH - RIGHT,
                 g.colour,
                 WIDTH - RIGHT - 4.0,
-                y - 4.0,
                 escape_html(&g.label)
             );
         }
@@ -195,14 +203,16 @@ fn nice_ceiling(v: f64) -> f64 {
 
 /// A time-axis step giving 4 to 12 labels.
 fn time_step(span: f64) -> f64 {
-    [5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0]
-        .into_iter()
-        .find(|s| span / s <= 12.0)
-        .unwrap_or(7200.0)
+    [
+        5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    ]
+    .into_iter()
+    .find(|s| span / s <= 12.0)
+    .unwrap_or(7200.0)
 }
 
 /// `m:ss`.
-fn clock(seconds: f64) -> String {
+pub(crate) fn clock(seconds: f64) -> String {
     let s = seconds.round() as u64;
     format!("{}:{:02}", s / 60, s % 60)
 }
@@ -239,7 +249,12 @@ mod tests {
             lines: vec![Line {
                 label: "<rss>".into(),
                 colour: "var(--info)",
-                points: vec![(0.0, Some(1.0)), (10.0, None), (20.0, Some(2.0)), (30.0, Some(3.0))],
+                points: vec![
+                    (0.0, Some(1.0)),
+                    (10.0, None),
+                    (20.0, Some(2.0)),
+                    (30.0, Some(3.0)),
+                ],
             }],
             bands: vec![Band {
                 from: 5.0,
@@ -251,7 +266,13 @@ mod tests {
             guides: vec![],
         };
         let svg = chart.svg();
-        let path = svg.split("<path d=\"").nth(1).unwrap().split('"').next().unwrap();
+        let path = svg
+            .split("<path d=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert_eq!(path.matches('M').count(), 2, "{path}");
         assert!(svg.contains("&lt;rss&gt;") && !svg.contains("<rss>"));
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"));

@@ -224,7 +224,12 @@ mod tests {
     #[test]
     fn the_sandbox_accepts_the_settings_and_every_patch() {
         assert_eq!(FaultMix::default().sandbox_faults().check(), Ok(()));
-        for a in [Action::CrmDown, Action::CrmUp, Action::ClosingOn, Action::ClosingOff] {
+        for a in [
+            Action::CrmDown,
+            Action::CrmUp,
+            Action::ClosingOn,
+            Action::ClosingOff,
+        ] {
             assert!(a.faults_patch().is_some_and(|p| p.is_object()));
         }
     }

@@ -23,10 +23,12 @@ impl Tolerance {
         share: 0.10,
         slack: 4096.0,
     };
-    /// Open file descriptors: 10 % or 4.
+    /// Open file descriptors: 10 % or 8 (the CRM connection pool alone may hold a few
+    /// more after a burst of retries; a descriptor lost per reconnect or per outage
+    /// still shows within minutes).
     pub const FDS: Tolerance = Tolerance {
         share: 0.10,
-        slack: 4.0,
+        slack: 8.0,
     };
 
     /// The most `last` may be when the first tenth's median is `first`.
@@ -95,7 +97,7 @@ fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 0 {
+    if sorted.len().is_multiple_of(2) {
         (sorted[mid - 1] + sorted[mid]) / 2.0
     } else {
         sorted[mid]
@@ -138,11 +140,11 @@ mod tests {
     #[test]
     fn small_counts_get_the_absolute_slack() {
         let mut v = vec![20.0; 30];
-        v.extend([23.0; 3]);
+        v.extend([27.0; 3]);
         let f = judge("fds", "", &v, Tolerance::FDS).unwrap();
-        assert_eq!(f.limit, 24.0);
+        assert_eq!(f.limit, 28.0);
         assert!(f.flat, "{f:?}");
-        v.extend([25.0; 10]);
+        v.extend([29.0; 10]);
         assert!(!judge("fds", "", &v, Tolerance::FDS).unwrap().flat);
     }
 

@@ -110,12 +110,7 @@ pub async fn run(
             tokio::time::sleep(RETRY_PAUSE).await;
         }
     }
-    let left: u64 = shared
-        .retry
-        .lock()
-        .iter()
-        .map(|b| b.ids.len() as u64)
-        .sum();
+    let left: u64 = shared.retry.lock().iter().map(|b| b.ids.len() as u64).sum();
     let mut tally = std::mem::take(&mut *shared.tally.lock());
     tally.unacknowledged = left;
     tally
@@ -177,7 +172,13 @@ mod tests {
     #[test]
     fn a_batch_carries_its_ids_in_its_body() {
         let b = new_batch(20, 3);
-        let ids: Vec<&str> = b.body.as_array().unwrap().iter().map(|t| t["correlationId"].as_str().unwrap()).collect();
+        let ids: Vec<&str> = b
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["correlationId"].as_str().unwrap())
+            .collect();
         assert_eq!(ids, b.ids.iter().map(Uuid::to_string).collect::<Vec<_>>());
         assert_eq!(b.body[0]["executionContext"]["sessionId"], "soak-2");
         let catalogue = gcx_protocol::Catalogue::builtin();

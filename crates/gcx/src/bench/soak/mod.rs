@@ -292,6 +292,18 @@ async fn soak(
         None => StoreSize::Sqlite(data.join("gcx.db")),
     };
     let mut sampler = Sampler::new(pid, &serve.url, http.clone(), store_size);
+    eprintln!(
+        "  gcx serve (pid {pid}) on {}, {} triggers/s for {}; files to {}",
+        match schema {
+            Some(s) if settings.restart_postgres =>
+                format!("PostgreSQL schema {}, restarted midway", s.name),
+            Some(s) => format!("PostgreSQL schema {}", s.name),
+            None => "SQLite".to_owned(),
+        },
+        settings.rate,
+        chart::clock(settings.duration.as_secs_f64()),
+        settings.out_dir.display()
+    );
 
     // The load, the timed faults and the samples, side by side.
     let start = Instant::now();
@@ -307,17 +319,22 @@ async fn soak(
         load_end,
         load_end + REPOST_WITHIN,
     ));
-    let plan = settings
-        .faults
-        .schedule(settings.duration, schema.is_some() && settings.restart_postgres);
+    let plan = settings.faults.schedule(
+        settings.duration,
+        schema.is_some() && settings.restart_postgres,
+    );
     let faults = tokio::spawn(drive_faults(http.clone(), base.clone(), start, plan));
     let mut samples = Vec::new();
     let mut next_sample = start;
     while Instant::now() < load_end {
         let at = start.elapsed();
         let crm_down = settings.faults.crm_down_at(at);
-        samples.push(sampler.sample(at.as_secs_f64(), Phase::Load, crm_down).await);
-        progress(samples.last(), settings.duration);
+        samples.push(
+            sampler
+                .sample(at.as_secs_f64(), Phase::Load, crm_down)
+                .await,
+        );
+        progress(samples.last(), settings.duration, settings.sample_every);
         next_sample += settings.sample_every;
         tokio::time::sleep_until(next_sample.min(load_end)).await;
     }
@@ -341,6 +358,7 @@ async fn soak(
             && s.triggers_accepted.is_some()
             && s.triggers_ended == s.triggers_accepted;
         samples.push(s);
+        progress(samples.last(), settings.duration, settings.sample_every);
         if settled || Instant::now() >= drain_end {
             break;
         }
@@ -365,7 +383,13 @@ async fn soak(
     };
     let due_before = stopped_at
         - chrono::Duration::from_std(DUE_GRACE).unwrap_or_else(|_| chrono::Duration::zero());
-    let account = take_account(&store_config, &load.acknowledged, &sandbox_stats, due_before).await;
+    let account = take_account(
+        &store_config,
+        &load.acknowledged,
+        &sandbox_stats,
+        due_before,
+    )
+    .await;
 
     let mut checks = vec![Check {
         name: "every posted trigger acknowledged",
@@ -401,7 +425,10 @@ async fn soak(
     };
     checks.push(verify);
     checks.push(stopped);
-    for e in events.iter().filter(|e| e.action == Action::RestartPostgres) {
+    for e in events
+        .iter()
+        .filter(|e| e.action == Action::RestartPostgres)
+    {
         checks.push(Check {
             name: "PostgreSQL restarted midway",
             passed: e.error.is_none(),
@@ -433,18 +460,18 @@ async fn soak(
     })
 }
 
-/// One progress line a minute on stderr.
-fn progress(sample: Option<&Sample>, length: Duration) {
+/// A progress line on stderr for the first sample of each minute.
+fn progress(sample: Option<&Sample>, length: Duration, every: Duration) {
     let Some(s) = sample else { return };
-    let minute = s.elapsed_s as u64 / 60;
-    if s.elapsed_s - (minute * 60) as f64 >= 1.0 && s.elapsed_s > 1.0 {
+    if s.elapsed_s % 60.0 >= every.as_secs_f64() {
         return;
     }
     let opt = |v: Option<u64>| v.map_or("?".to_owned(), |v| v.to_string());
     eprintln!(
-        "soak {}:00 of {:.0} min: rss {} KiB, {} fds, cpu {} s, accepted {}, ended {}, outbox pending {}",
-        minute,
-        length.as_secs_f64() / 60.0,
+        "  soak {} of {} ({}): rss {} KiB, {} fds, cpu {} s, accepted {}, ended {}, outbox pending {}",
+        chart::clock(s.elapsed_s),
+        chart::clock(length.as_secs_f64()),
+        s.phase.as_str(),
         opt(s.rss_kib),
         opt(s.open_fds),
         s.cpu_seconds.map_or("?".to_owned(), |c| format!("{c:.1}")),
@@ -593,7 +620,10 @@ async fn take_account(
 fn judge_flatness(samples: &[Sample]) -> Vec<Flatness> {
     let load = || samples.iter().filter(|s| s.phase == Phase::Load);
     let rss: Vec<f64> = load().filter_map(|s| s.rss_kib).map(|v| v as f64).collect();
-    let fds: Vec<f64> = load().filter_map(|s| s.open_fds).map(|v| v as f64).collect();
+    let fds: Vec<f64> = load()
+        .filter_map(|s| s.open_fds)
+        .map(|v| v as f64)
+        .collect();
     [
         flatness::judge("resident memory", "KiB", &rss, Tolerance::RSS_KIB),
         flatness::judge("open file descriptors", "", &fds, Tolerance::FDS),
@@ -648,9 +678,8 @@ fn write(dir: &Path, report: &Report) -> Result<Files, BenchError> {
         (&files.json, json + "\n"),
         (&files.html, page::render(report)),
     ] {
-        std::fs::write(path, text).map_err(|e| {
-            BenchError::Child(format!("cannot write {}: {e}", path.display()))
-        })?;
+        std::fs::write(path, text)
+            .map_err(|e| BenchError::Child(format!("cannot write {}: {e}", path.display())))?;
     }
     Ok(files)
 }

@@ -4,11 +4,11 @@
 
 use std::fmt::Write as _;
 
+use super::Report;
 use super::chart::{Band, Chart, Guide, Line, Mark};
 use super::fault_mix::Action;
 use super::flatness::{Flatness, WARM_UP_SHARE};
 use super::sample::{Phase, Sample};
-use super::Report;
 use crate::desk::report::html::{PAGE_STYLE, escape_html};
 
 /// Rows of the pending and dead tables shown (the count says the rest).
@@ -107,7 +107,10 @@ fn kpis(out: &mut String, r: &Report) {
         ok_class(Some(r.load.unacknowledged == 0)),
         &acknowledged.to_string(),
         "triggers acknowledged",
-        &format!("{:.1}/s over the load", acknowledged as f64 / r.load_s.max(1e-9)),
+        &format!(
+            "{:.1}/s over the load",
+            acknowledged as f64 / r.load_s.max(1e-9)
+        ),
     );
     match &r.account {
         Some(a) => {
@@ -244,7 +247,11 @@ fn charts(out: &mut String, r: &Report) {
         samples: &r.samples,
     };
     let x_max = r.samples.last().map_or(r.load_s, |s| s.elapsed_s).max(1.0);
-    let loads: Vec<&Sample> = r.samples.iter().filter(|s| s.phase == Phase::Load).collect();
+    let loads: Vec<&Sample> = r
+        .samples
+        .iter()
+        .filter(|s| s.phase == Phase::Load)
+        .collect();
     let warm_up_end = loads
         .get((loads.len() as f64 * WARM_UP_SHARE).ceil() as usize)
         .map(|s| s.elapsed_s);
@@ -329,7 +336,11 @@ fn charts(out: &mut String, r: &Report) {
             chart.svg()
         );
         for (colour, label) in legend {
-            let _ = write!(out, r#"<span style="--c:{colour}">{}</span>"#, escape_html(label));
+            let _ = write!(
+                out,
+                r#"<span style="--c:{colour}">{}</span>"#,
+                escape_html(label)
+            );
         }
         out.push_str(
             r#"<span style="--c:var(--bad);opacity:.5">CRM down</span><span style="--c:var(--warn)">closing</span></div></div>"#,
@@ -359,7 +370,11 @@ fn charts(out: &mut String, r: &Report) {
             )],
             flat_guides("KiB", 1.0 / 1024.0, " MiB"),
         ),
-        &[("var(--info)", "resident memory"), ("var(--ok)", "first tenth after warm-up"), ("var(--bad)", "limit")],
+        &[
+            ("var(--info)", "resident memory"),
+            ("var(--ok)", "first tenth after warm-up"),
+            ("var(--bad)", "limit"),
+        ],
     );
     card(
         out,
@@ -373,7 +388,11 @@ fn charts(out: &mut String, r: &Report) {
             )],
             flat_guides("", 1.0, ""),
         ),
-        &[("var(--p95)", "open descriptors"), ("var(--ok)", "first tenth after warm-up"), ("var(--bad)", "limit")],
+        &[
+            ("var(--p95)", "open descriptors"),
+            ("var(--ok)", "first tenth after warm-up"),
+            ("var(--bad)", "limit"),
+        ],
     );
     card(
         out,
@@ -440,7 +459,14 @@ fn charts(out: &mut String, r: &Report) {
             )],
             Vec::new(),
         ),
-        &[("var(--svc)", if r.backend == "sqlite" { "database + WAL" } else { "schema tables + indexes" })],
+        &[(
+            "var(--svc)",
+            if r.backend == "sqlite" {
+                "database + WAL"
+            } else {
+                "schema tables + indexes"
+            },
+        )],
     );
     out.push_str("</section>");
 }
@@ -498,22 +524,84 @@ fn run(out: &mut String, r: &Report) {
     let f = &s.faults;
     let rows = [
         ("backend", r.backend.to_owned()),
-        ("load", format!("{} at {} triggers/s in batches of {}", minutes(r.load_s), s.rate, s.batch)),
-        ("drain", format!("{} (at most {})", minutes(r.drain_s), minutes(s.drain_within.as_secs_f64()))),
-        ("samples", format!("{} every {} s", r.samples.len(), s.sample_every.as_secs_f64())),
-        ("assist connections dropped", format!("every {} frames", f.drop_every_messages)),
+        (
+            "load",
+            format!(
+                "{} at {} triggers/s in batches of {}",
+                minutes(r.load_s),
+                s.rate,
+                s.batch
+            ),
+        ),
+        (
+            "drain",
+            format!(
+                "{} (at most {})",
+                minutes(r.drain_s),
+                minutes(s.drain_within.as_secs_f64())
+            ),
+        ),
+        (
+            "samples",
+            format!(
+                "{} every {} s",
+                r.samples.len(),
+                s.sample_every.as_secs_f64()
+            ),
+        ),
+        (
+            "assist connections dropped",
+            format!("every {} frames", f.drop_every_messages),
+        ),
         ("tokens live", format!("{} s", f.token_lifetime.as_secs())),
-        ("engine 429s", format!("{:.1} % of sends", f.send_429_rate * 100.0)),
-        ("engine failures", format!("{:.1} % of actions", f.result_failure_rate * 100.0)),
+        (
+            "engine 429s",
+            format!("{:.1} % of sends", f.send_429_rate * 100.0),
+        ),
+        (
+            "engine failures",
+            format!("{:.1} % of actions", f.result_failure_rate * 100.0),
+        ),
         ("closing", format!("every {} s", f.closing_every.as_secs())),
-        ("CRM down", format!("{} s of every {} s", f.crm_down.as_secs(), f.crm_period.as_secs())),
-        ("PostgreSQL restart", if r.backend == "postgres" && s.restart_postgres { "midway".into() } else { "no".into() }),
-        ("refusals while posting", if r.load.refused.is_empty() { "none".into() } else { r.load.refused.iter().map(|(k, v)| format!("{k} x{v}")).collect::<Vec<_>>().join(", ") }),
+        (
+            "CRM down",
+            format!(
+                "{} s of every {} s",
+                f.crm_down.as_secs(),
+                f.crm_period.as_secs()
+            ),
+        ),
+        (
+            "PostgreSQL restart",
+            if r.backend == "postgres" && s.restart_postgres {
+                "midway".into()
+            } else {
+                "no".into()
+            },
+        ),
+        (
+            "refusals while posting",
+            if r.load.refused.is_empty() {
+                "none".into()
+            } else {
+                r.load
+                    .refused
+                    .iter()
+                    .map(|(k, v)| format!("{k} x{v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
         ("late ticks", r.load.late_ticks.to_string()),
     ];
     out.push_str(r#"<section class="card"><h2>Run</h2><dl>"#);
     for (k, v) in rows {
-        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", escape_html(k), escape_html(&v));
+        let _ = write!(
+            out,
+            "<dt>{}</dt><dd>{}</dd>",
+            escape_html(k),
+            escape_html(&v)
+        );
     }
     out.push_str("</dl></section>");
 }

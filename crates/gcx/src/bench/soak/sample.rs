@@ -233,9 +233,11 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64
             None if !rest.starts_with(' ') => continue,
             None => ("", rest),
         };
-        let matches = labels
-            .iter()
-            .all(|(k, v)| label_text.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+        let matches = labels.iter().all(|(k, v)| {
+            label_text
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
         if !matches {
             continue;
         }
@@ -270,7 +272,10 @@ gcx_serve_stream_connected 1
             metric_sum(TEXT, "gcx_outbox_messages", &[("status", "pending")]),
             Some(42.0)
         );
-        assert_eq!(metric_sum(TEXT, "gcx_serve_stream_connected", &[]), Some(1.0));
+        assert_eq!(
+            metric_sum(TEXT, "gcx_serve_stream_connected", &[]),
+            Some(1.0)
+        );
         assert_eq!(
             metric_sum(TEXT, "gcx_triggers_total", &[("state", "rejected")]),
             None
