@@ -12,8 +12,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gcx::bench::soak::account;
 use gcx::config::StoreConfig;
-use gcx::store::{Store, TriggerState};
+use gcx::store::Store;
 use gcx_sandbox::{Faults, LatencySpec};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
@@ -386,7 +387,10 @@ async fn chaos(database_url: Option<&str>) {
     stop_cleanly(child).await;
     audit_verifies(&config).await;
 
-    // Every acknowledged trigger is stored, and ended.
+    // The account: every acknowledged trigger stored and ended as the engine ended it
+    // (one outcome per action it ran, none for one it never ran: an action run twice, or
+    // one whose result was lost, would break it), the CRM has both states of every
+    // trigger, in order, each signed; nothing pending, nothing dead-lettered.
     let store = Store::open_read_only(&StoreConfig {
         data_dir: dir.path().join("data"),
         database_url: database_url.map(gcx::config::Secret::new),
@@ -394,63 +398,22 @@ async fn chaos(database_url: Option<&str>) {
     })
     .await
     .unwrap();
-    let mut ended = std::collections::BTreeMap::<TriggerState, u64>::new();
-    for trigger in batches.iter().flat_map(|b| b.as_array().unwrap()) {
-        let id = uuid::Uuid::parse_str(&id_of(trigger)).unwrap();
-        let row = store.trigger(id).await.unwrap();
-        let row = row.unwrap_or_else(|| panic!("acknowledged trigger {id} is not stored"));
-        *ended.entry(row.state).or_default() += 1;
-    }
-    let outbox = store.outbox_counts().await.unwrap();
-    store.close().await.unwrap();
-    let n = |state| ended.get(&state).copied().unwrap_or(0);
-    assert_eq!(
-        n(TriggerState::Completed) + n(TriggerState::Failed) + n(TriggerState::Rejected),
-        CHAOS_TOTAL as u64,
-        "every trigger ended: {ended:?}"
-    );
-
-    // As the engine ended each action: one outcome per action it ran, none for one it
-    // never ran. An action run twice, or one whose result was lost, would break these.
+    let ids: Vec<uuid::Uuid> = batches
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .map(|t| uuid::Uuid::parse_str(&id_of(t)).unwrap())
+        .collect();
     let s = stats(&sandbox).await;
-    let assist = &s["assist"];
-    assert_eq!(
-        assist["results_completed"],
-        n(TriggerState::Completed),
-        "{ended:?} {s}"
-    );
-    assert_eq!(
-        assist["results_failed"],
-        n(TriggerState::Failed),
-        "{ended:?} {s}"
-    );
-    assert_eq!(
-        assist["executed_unique"],
-        n(TriggerState::Completed) + n(TriggerState::Failed),
-        "{ended:?} {s}"
-    );
+    let account = account::take(&store, &ids, &s, chrono::Utc::now())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    assert!(account.passed(), "{account}{s}");
+    assert!(account.pending.is_empty(), "{:?}", account.pending);
+    let ended = &account.ended;
     assert_eq!(metrics["total_triggers"], CHAOS_TOTAL, "{metrics}");
-    assert_eq!(
-        metrics["successful"],
-        n(TriggerState::Completed),
-        "{metrics}"
-    );
-
-    // The CRM has both states of every trigger, in order, each signed, none dead-lettered.
-    let crm = &s["crm"];
-    assert_eq!(
-        crm["by_state"]["completed"],
-        n(TriggerState::Completed),
-        "{s}"
-    );
-    assert_eq!(
-        crm["by_state"]["failed"],
-        n(TriggerState::Failed) + n(TriggerState::Rejected),
-        "{s}"
-    );
-    assert_eq!(crm["order_violations"], 0, "{s}");
-    assert_eq!(crm["bad_signatures"], 0, "{s}");
-    assert_eq!((outbox.pending, outbox.dead), (0, 0), "{outbox:?}");
+    assert_eq!(metrics["successful"], ended.completed, "{metrics}");
+    let assist = &s["assist"];
 
     // The faults were met, not dodged: re-sends the engine knew (resumed triggers),
     // tokens refreshed within a run, 429s and 503s, engine failures, lost connections,
@@ -459,7 +422,7 @@ async fn chaos(database_url: Option<&str>) {
     assert!(s["oauth"]["tokens_issued"].as_u64().unwrap() > 5, "{s}");
     assert!(assist["rejected_429"].as_u64().unwrap() > 0, "{s}");
     assert!(assist["rejected_503"].as_u64().unwrap() > 0, "{s}");
-    assert!(n(TriggerState::Failed) > 0, "{ended:?}");
+    assert!(ended.failed > 0, "{ended:?}");
     assert!(assist["connections_total"].as_u64().unwrap() > 5, "{s}");
     assert!(
         sandbox.state.faults.read().crm_statuses.is_empty(),

@@ -20,7 +20,10 @@
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
 //! - [`waiting`]: CPU per minute of a `gcx serve` with nothing due (idle, webhooks in
 //!   back-off, a CRM that answers 503).
+//! - [`soak`]: `gcx serve` for half an hour under load and every fault, sampled, drawn
+//!   and accounted for; run only by name, and once.
 //! - `child`: starting a `gcx` child process and waiting for its ready file.
+//! - `proc`: a child process's memory, descriptors and CPU time from `/proc`.
 //! - [`table`]: medians and the one table.
 
 pub mod audit;
@@ -28,7 +31,9 @@ mod child;
 pub mod dispatch;
 pub mod events;
 pub mod outbox;
+pub mod proc;
 pub mod serve;
+pub mod soak;
 pub mod stream;
 pub mod table;
 pub mod waiting;
@@ -102,6 +107,9 @@ pub struct Bench {
     /// What the size counts (`triggers`, `records`, `seconds`...).
     pub size_unit: &'static str,
     pub figures: &'static [Figure],
+    /// Runs only when named with `--only`, and once whatever `--runs` says: a run is
+    /// long and ends in its own account, not in one figure to take a median of.
+    pub on_demand: bool,
 }
 
 /// Every benchmark, in the table's order.
@@ -122,6 +130,7 @@ pub const BENCHES: &[Bench] = &[
             figure("p50", "send->result p50, engine latency 0", "ms"),
             figure("p99", "send->result p99, engine latency 0", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "dispatch-grown",
@@ -142,6 +151,7 @@ pub const BENCHES: &[Bench] = &[
                 "triggers/s",
             ),
         ],
+        on_demand: false,
     },
     Bench {
         name: "prune",
@@ -162,6 +172,7 @@ pub const BENCHES: &[Bench] = &[
                 "triggers/s",
             ),
         ],
+        on_demand: false,
     },
     Bench {
         name: "slots",
@@ -178,6 +189,7 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("p50", "send->result p50, engine latency 20 ms", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "audit-sqlite",
@@ -191,6 +203,7 @@ pub const BENCHES: &[Bench] = &[
             "records/s",
             50_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "audit-postgres",
@@ -204,6 +217,7 @@ pub const BENCHES: &[Bench] = &[
             "records/s",
             50_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "outbox",
@@ -217,6 +231,7 @@ pub const BENCHES: &[Bench] = &[
             "deliveries/s",
             5_000.0,
         )],
+        on_demand: false,
     },
     Bench {
         name: "events-500",
@@ -233,6 +248,7 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("wrk", "events posted, batch 500 async (wrk)", "events/s"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "events-1",
@@ -245,6 +261,7 @@ pub const BENCHES: &[Bench] = &[
             figure("wrk", "requests, batch 1 (wrk)", "requests/s"),
             at_least("ratio", "simulate / wrk at batch 1", "%", 80.0),
         ],
+        on_demand: false,
     },
     Bench {
         name: "stream",
@@ -256,6 +273,7 @@ pub const BENCHES: &[Bench] = &[
             figure("messages", "assist stream messages (sandbox)", "messages/s"),
             figure("p99", "assist stream send->result p99", "ms"),
         ],
+        on_demand: false,
     },
     Bench {
         name: "serve-1",
@@ -273,6 +291,7 @@ pub const BENCHES: &[Bench] = &[
                 aim: Some(Aim::AtMost(30.0)),
             },
         ],
+        on_demand: false,
     },
     Bench {
         name: "serve-100",
@@ -288,6 +307,26 @@ pub const BENCHES: &[Bench] = &[
             ),
             figure("rss", "gcx serve resident memory under load", "MiB"),
         ],
+        on_demand: false,
+    },
+    Bench {
+        name: "soak",
+        about: "gcx serve under steady load and every fault, sampled and accounted for; writes samples.csv and soak.html (issue 23; --soak-* flags)",
+        full_size: 1_800,
+        quick_size: 40,
+        size_unit: "seconds",
+        figures: &[
+            figure("acknowledged", "soak: triggers acknowledged", "triggers"),
+            figure("rss", "soak: resident memory, last tenth", "MiB"),
+            figure(
+                "rss_growth",
+                "soak: resident memory growth after warm-up",
+                "%",
+            ),
+            figure("fds", "soak: open file descriptors, last tenth", "fds"),
+            figure("cpu", "soak: CPU under load after warm-up", "s/min"),
+        ],
+        on_demand: true,
     },
     Bench {
         name: "waiting",
@@ -310,6 +349,7 @@ pub const BENCHES: &[Bench] = &[
                 0.1,
             ),
         ],
+        on_demand: false,
     },
 ];
 
@@ -352,6 +392,8 @@ pub struct BenchContext {
     pub database_url: String,
     /// The `gcx` binary `serve-*` and `events-*` start as child processes.
     pub gcx_binary: Option<PathBuf>,
+    /// The soak's settings (its duration is the run's size).
+    pub soak: soak::Settings,
 }
 
 impl Default for BenchContext {
@@ -359,6 +401,7 @@ impl Default for BenchContext {
         BenchContext {
             database_url: "postgres://postgres@127.0.0.1:5432/test".into(),
             gcx_binary: std::env::current_exe().ok(),
+            soak: soak::Settings::default(),
         }
     }
 }
@@ -470,6 +513,16 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             let batch = if bench.name == "serve-1" { 1 } else { 100 };
             return serve::intake(binary, count(size), batch).await;
         }
+        "soak" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            let settings = soak::Settings {
+                duration: seconds(size),
+                ..ctx.soak.clone()
+            };
+            return soak_outcome(binary, &settings).await;
+        }
         "waiting" => {
             let Some(binary) = &ctx.gcx_binary else {
                 return Ok(Outcome::Skipped("the gcx binary was not found".into()));
@@ -478,6 +531,41 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
         }
         other => return Ok(Outcome::Skipped(format!("no benchmark named {other}"))),
     };
+    Ok(Outcome::Measured(m))
+}
+
+/// Runs the soak, prints its account and where its page is; fails when a check failed.
+async fn soak_outcome(
+    binary: &std::path::Path,
+    settings: &soak::Settings,
+) -> Result<Outcome, BenchError> {
+    let (report, files) = soak::run(binary, settings).await?;
+    eprintln!("\n{}", report.summary());
+    eprintln!(
+        "soak page: {}\nsamples:   {}",
+        files.html.display(),
+        files.csv.display()
+    );
+    if !report.passed() {
+        let failed = report.checks.iter().filter(|c| !c.passed).count();
+        return Err(BenchError::Incomplete(format!(
+            "the soak failed {failed} of {} checks; see {}",
+            report.checks.len(),
+            files.html.display()
+        )));
+    }
+    let mut m = Measurement::default().with("acknowledged", report.load.acknowledged.len() as f64);
+    if let Some(f) = report.flatness.iter().find(|f| f.unit == "KiB") {
+        m = m
+            .with("rss", f.last / 1024.0)
+            .with("rss_growth", f.growth_percent());
+    }
+    if let Some(f) = report.flatness.iter().find(|f| f.unit.is_empty()) {
+        m = m.with("fds", f.last);
+    }
+    if let Some(cpu) = report.cpu_per_minute_under_load() {
+        m = m.with("cpu", cpu);
+    }
     Ok(Outcome::Measured(m))
 }
 

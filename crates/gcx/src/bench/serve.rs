@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use gcx_sandbox::{Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 
+use super::proc::rss_kib;
 use super::{BenchError, Measurement, Outcome, TempDir, child};
 
 /// The API key the child accepts.
@@ -146,18 +147,6 @@ fn trigger(n: usize) -> Value {
         "correlationId": uuid::Uuid::new_v4().to_string(),
         "maxRetries": 2
     })
-}
-
-/// Resident memory of process `pid` in KiB (Linux).
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 /// Starts `gcx serve` on port 0 against the sandbox, its store in `dir/data`; the inner

@@ -18,7 +18,7 @@ use chrono::Utc;
 use gcx_sandbox::{Sandbox, SandboxOptions};
 use serde_json::json;
 
-use super::{BenchError, Measurement, Outcome, TempDir, serve};
+use super::{BenchError, Measurement, Outcome, TempDir, proc, serve};
 use crate::config::Config;
 use crate::delivery;
 use crate::store::{Store, WriteBatch};
@@ -29,9 +29,6 @@ pub const KEYS: usize = 10_000;
 /// Time after the child is ready before the window opens (start-up work: migrations,
 /// resume, the first store reads, the engine handshake).
 const WARM_UP: Duration = Duration::from_secs(3);
-/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux for every
-/// architecture's user-space ABI).
-const TICKS_PER_SECOND: f64 = 100.0;
 
 /// The three states' CPU seconds per minute, measured over `window` each.
 pub async fn cost(binary: &Path, window: Duration) -> Result<Outcome, BenchError> {
@@ -81,9 +78,9 @@ async fn per_minute(
     };
     let pid = child.child.id().unwrap_or(0);
     tokio::time::sleep(WARM_UP).await;
-    let before = cpu_ticks(pid);
+    let before = proc::cpu_seconds(pid);
     tokio::time::sleep(window).await;
-    let after = cpu_ticks(pid);
+    let after = proc::cpu_seconds(pid);
     let _ = child.child.start_kill();
     let _ = child.child.wait().await;
     let _ = sandbox.shutdown().await;
@@ -92,8 +89,7 @@ async fn per_minute(
             "cannot read /proc/{pid}/stat of gcx serve"
         )));
     };
-    let seconds = after.saturating_sub(before) as f64 / TICKS_PER_SECOND;
-    Ok(Ok(seconds * 60.0 / window.as_secs_f64().max(1e-9)))
+    Ok(Ok((after - before).max(0.0) * 60.0 / window.as_secs_f64().max(1e-9)))
 }
 
 /// Writes [`KEYS`] keys of two CRM messages each into a new store at `data`; with
@@ -133,27 +129,4 @@ async fn fill(data: &Path, backoff: bool) -> Result<(), BenchError> {
     }
     store.close().await?;
     Ok(())
-}
-
-/// `utime + stime` of process `pid`, in clock ticks (Linux).
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count from the
-    // last `)`. utime and stime are fields 14 and 15, so the 12th and 13th after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpu_ticks_reads_this_process() {
-        assert!(cpu_ticks(std::process::id()).is_some());
-        assert_eq!(cpu_ticks(u32::MAX), None);
-    }
 }

@@ -1,5 +1,6 @@
 //! `report.html`: one self-contained page (inline CSS, inline script drawing SVG charts from
-//! an embedded JSON blob; no network), so it opens anywhere, from a CI artifact too.
+//! an embedded JSON blob; no network), so it opens anywhere, from a CI artifact too. Its
+//! style sheet, [`PAGE_STYLE`], is the frame of every gcx HTML page (the soak's too).
 
 use serde::Serialize;
 
@@ -8,6 +9,10 @@ use crate::desk::tally::TransitionRow;
 use gcx_protocol::webhook::SimulationMetrics;
 
 const TEMPLATE: &str = include_str!("report.html");
+
+/// The CSS of gcx's HTML pages (cards, KPIs, verdict, tables, badges, charts, light and
+/// dark), inlined into each page's `<style>`.
+pub const PAGE_STYLE: &str = include_str!("page.css");
 
 #[derive(Serialize)]
 struct Point {
@@ -37,7 +42,8 @@ struct Data<'a> {
     failure_reasons: &'a std::collections::BTreeMap<String, u64>,
 }
 
-fn escape_html(s: &str) -> String {
+/// `s` as HTML text or attribute value.
+pub fn escape_html(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -78,6 +84,7 @@ pub fn render(s: &Summary) -> Result<String, serde_json::Error> {
         .replace("</", "<\\/")
         .replace("<!--", "<\\!--");
     Ok(TEMPLATE
+        .replace("__GCX_STYLE__", PAGE_STYLE)
         .replace("__GCX_TITLE__", &escape_html(&s.metrics.scenario))
         .replace("__GCX_DATA__", &json))
 }
@@ -94,6 +101,8 @@ mod tests {
         assert!(!page.contains("</script><b>"));
         assert!(page.contains("&lt;/script&gt;&lt;b&gt;x"));
         assert!(!page.contains("__GCX_DATA__"));
+        assert!(!page.contains("__GCX_STYLE__"));
+        assert!(page.contains("--bg: #f4f6fa"), "the style sheet is inlined");
         assert!(
             !page.contains("http://") || !page.contains("src=\"http"),
             "no network resources"
