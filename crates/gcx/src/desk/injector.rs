@@ -287,8 +287,10 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
     let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pace = query.pace();
     let correlator = tokio::spawn(correlate::run(
         query,
+        pace,
         q_rx,
         found_tx,
         awaiting_gauge.clone(),
