@@ -275,6 +275,42 @@ async fn async_query_back_finds_every_event() {
     sb.shutdown().await.unwrap();
 }
 
+/// A run that waits (for its next event, then 2 s for async processing and query-back)
+/// wakes for its events and answers only: a tick every 20 ms time slice would be over
+/// 100 wake-ups while the sandbox holds the events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_run_wakes_only_for_its_work() {
+    let sb = sandbox(Faults {
+        events_async_delay_ms: 2000,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = scenario(&small(2, 4.0, 1.0, "async = true\nseed = 7"));
+    let live = std::sync::Arc::new(gcx::desk::live::LiveStats::default());
+    let opts = RunOptions {
+        live: live.clone(),
+        ..RunOptions::default()
+    };
+    let r = run_with(&sb, &s, dir.path(), opts).await;
+    let m = &r.summary.metrics;
+    assert!(m.total_events > 0);
+    assert_eq!(m.successful_injections, m.total_events);
+    assert!(r.summary.run.duration_s >= 2.0, "it waited for processing");
+    let wakes = live.loop_wakes.load(std::sync::atomic::Ordering::Relaxed);
+    let requests = r.summary.extended.requests;
+    eprintln!(
+        "{wakes} wake-ups for {} events in {requests} requests",
+        m.total_events
+    );
+    assert!(
+        wakes <= 4 * (m.total_events + requests) + 4,
+        "{wakes} wake-ups for {} events in {requests} requests",
+        m.total_events
+    );
+    sb.shutdown().await.unwrap();
+}
+
 fn gcx() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_gcx"));
     // Keep the developer's configuration out of the test.

@@ -574,6 +574,29 @@ async fn heartbeats_arrive_every_interval() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
+/// An idle connection's loop wakes for its heartbeats and nothing else: over four
+/// intervals of 250 ms it wakes four or five times, not once per millisecond.
+#[tokio::test]
+async fn an_idle_connection_wakes_for_heartbeats_only() {
+    let sb = sandbox(Faults {
+        heartbeat_interval_ms: 250,
+        ..Faults::default()
+    })
+    .await;
+    let token = token(&sb, DEMO).await;
+    let (mut c, _) = Client::connect(&sb, &token).await;
+    c.ping_pong().await;
+    let before = sb.state.engine.connection_wakes();
+    for _ in 0..4 {
+        assert_eq!(c.next().await["type"], "heartbeat");
+    }
+    let woken = sb.state.engine.connection_wakes() - before;
+    assert!(
+        (4..=5).contains(&woken),
+        "{woken} wake-ups for 4 heartbeats"
+    );
+}
+
 #[tokio::test]
 async fn capacity_is_pushed_to_subscribers_on_change_only() {
     let sb = sandbox(Faults::default()).await;

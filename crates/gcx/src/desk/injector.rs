@@ -1,5 +1,7 @@
-//! The run loop: once per time slice it asks the fleet for the events now due, forms
-//! batches (see [`super::batcher`]), and keeps up to `max_in_flight` requests out; each
+//! The run loop: at the end of each time slice with work (events due, answers to batch
+//! and publish, the run's end) it asks the fleet for the events now due, forms batches
+//! (see [`super::batcher`]), and keeps up to `max_in_flight` requests out; a slice with
+//! nothing to do costs no wake-up. Each
 //! answer is timed twice into the histograms and each event is accounted for, directly
 //! from a sync answer or through query-back ([`super::correlate`]). One task owns all the
 //! state (fleet, batcher, tally, histograms), so nothing here takes a lock.
@@ -13,7 +15,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use gcx_protocol::events::{EventResult, EventStatus};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -253,6 +255,51 @@ fn slice_end(at: Duration, slice: Duration) -> Duration {
     Duration::from_nanos(u64::try_from(k * s).unwrap_or(u64::MAX))
 }
 
+/// The time-slice grid the loop ticks on: slice `k` ends at `start + k * slice`.
+struct Ticks {
+    start: Instant,
+    slice: Duration,
+    /// The slice of the last tick; the next tick ends a later one.
+    last: u64,
+}
+
+impl Ticks {
+    /// The slice `at` (from the start) falls in: the first whose end is at or after it.
+    fn slice_of(&self, at: Duration) -> u64 {
+        let k = at.as_nanos().div_ceil(self.slice.as_nanos().max(1));
+        u64::try_from(k).unwrap_or(u64::MAX)
+    }
+
+    /// When to tick for the earliest of the `wanted` slices (none: no tick).
+    fn next(&self, wanted: impl IntoIterator<Item = u64>) -> Option<Instant> {
+        let k = wanted
+            .into_iter()
+            .map(|k| k.max(self.last.saturating_add(1)))
+            .min()?;
+        let nanos = self.slice.as_nanos().saturating_mul(u128::from(k));
+        let after = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+        Some(
+            self.start
+                .checked_add(after)
+                .unwrap_or_else(|| self.start + Duration::from_secs(100 * 365 * 24 * 3600)),
+        )
+    }
+
+    /// A tick ran `now` after the start: slices that ended while it was late are skipped.
+    fn ticked(&mut self, now: Duration) {
+        let k = now.as_nanos() / self.slice.as_nanos().max(1);
+        self.last = self.last.max(u64::try_from(k).unwrap_or(u64::MAX));
+    }
+}
+
+/// Sleeps until `due`; never resolves for `None`.
+async fn sleep_until_some(due: Option<Instant>) {
+    match due {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the simulation's sending and accounting to the end.
 pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let Injection {
@@ -287,8 +334,10 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
     let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pace = query.pace();
     let correlator = tokio::spawn(correlate::run(
         query,
+        pace,
         q_rx,
         found_tx,
         awaiting_gauge.clone(),
@@ -298,16 +347,35 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let mut batcher = Batcher::new(fleet.len(), settings.batch_size);
     let mut ready: VecDeque<Batch> = VecDeque::new();
     let mut id_rng = SimRng::from_entropy();
-    let mut ticker = tokio::time::interval_at(start + slice, slice);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut ticks = Ticks {
+        start,
+        slice,
+        last: 0,
+    };
+    // Answers or query-back results arrived since the last tick: the next slice's end
+    // batches what they freed and publishes them.
+    let mut changed = false;
     let (mut generating, mut interrupted) = (true, false);
     let (mut in_flight, mut sent_events, mut awaiting) = (0usize, 0u64, 0u64);
     let mut dropped_seen = 0u64;
     let mut send_phase = None;
 
     loop {
+        let due = ticks.next(
+            changed
+                .then_some(ticks.last.saturating_add(1))
+                .into_iter()
+                .chain(
+                    [fleet.next_due(), fleet.end_at()]
+                        .into_iter()
+                        .flatten()
+                        .filter(|_| generating)
+                        .map(|t| ticks.slice_of(t)),
+                ),
+        );
         tokio::select! {
             Some(mut a) = ans_rx.recv() => {
+                changed = true;
                 in_flight -= 1;
                 let t = a.sent.answered.saturating_duration_since(start);
                 batcher.release(a.batch.serial, &a.batch.events, |agent| fleet.answered(agent, t));
@@ -320,6 +388,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                 }
             }
             Some(found) = found_rx.recv() => {
+                changed = true;
                 awaiting = awaiting.saturating_sub(found.len() as u64);
                 books.finalize(found.into_iter().map(|f| (f.event, f.outcome, f.processed_at)).collect());
             }
@@ -327,8 +396,10 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                 generating = false;
                 interrupted = true;
             }
-            _ = ticker.tick() => {
+            () = sleep_until_some(due) => {
                 let now = start.elapsed();
+                ticks.ticked(now);
+                changed = false;
                 if generating {
                     let oldest = batcher
                         .oldest_intended()
@@ -359,6 +430,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                 live.awaiting_query.store(awaiting_gauge.load(Relaxed), Relaxed);
             }
         }
+        live.loop_wakes.fetch_add(1, Relaxed);
         while in_flight < settings.max_in_flight {
             let Some(batch) = ready.pop_front() else {
                 break;
@@ -406,6 +478,31 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_end_slices_after_the_last_and_skip_missed_ones() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let mut t = Ticks {
+            start,
+            slice: ms(20),
+            last: 0,
+        };
+        assert_eq!(t.slice_of(ms(0)), 0);
+        assert_eq!(t.slice_of(ms(21)), 2);
+        assert_eq!(t.next([]), None, "nothing wanted: no tick");
+        assert_eq!(t.next([0]), Some(start + ms(20)), "never the start itself");
+        assert_eq!(t.next([7, 3]), Some(start + ms(60)));
+        t.ticked(ms(95));
+        assert_eq!(t.last, 4);
+        assert_eq!(t.next([2]), Some(start + ms(100)), "missed slices skipped");
+        let far = Ticks {
+            start,
+            slice: Duration::MAX,
+            last: 0,
+        };
+        assert!(far.next([u64::MAX]).is_some(), "no overflow");
+    }
 
     #[test]
     fn events_are_due_at_the_end_of_their_slice() {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Updated by the injector once per time slice.
+/// Updated by the injector at the end of each time slice in which something happened.
 #[derive(Debug, Default)]
 pub struct LiveStats {
     pub generated: AtomicU64,
@@ -22,6 +22,9 @@ pub struct LiveStats {
     pub planned_ms: AtomicU64,
     /// Events still waiting for query-back.
     pub awaiting_query: AtomicU64,
+    /// Times the injector's loop woke (an answer, query-back results, a slice with work):
+    /// it shows that a run waiting for its next event or for query-back costs nothing.
+    pub loop_wakes: AtomicU64,
 }
 
 /// A copy of the counters at one moment.

@@ -11,7 +11,8 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 /// What runs at an alarm's deadline, on the clock's thread. It must be short: every later
@@ -46,16 +47,27 @@ impl Ord for Alarm {
 /// still pending are dropped without running.
 pub(crate) struct Clock {
     alarms: mpsc::Sender<(Instant, Job)>,
+    /// The thread's wake-ups, so a test sees it sleeps while no alarm is due.
+    #[cfg(test)]
+    wakes: Arc<AtomicU64>,
 }
 
 impl Clock {
     /// Starts the clock's thread.
     pub(crate) fn start() -> std::io::Result<Clock> {
         let (alarms, incoming) = mpsc::channel();
+        let wakes = Arc::new(AtomicU64::new(0));
+        let counted = wakes.clone();
         std::thread::Builder::new()
             .name("sandbox-engine-clock".into())
-            .spawn(move || run(&incoming))?;
-        Ok(Clock { alarms })
+            .spawn(move || run(&incoming, &counted))?;
+        #[cfg(not(test))]
+        drop(wakes);
+        Ok(Clock {
+            alarms,
+            #[cfg(test)]
+            wakes,
+        })
     }
 
     /// Runs `job` on the clock's thread at `due` (at once when it has passed). `false`
@@ -65,10 +77,13 @@ impl Clock {
     }
 }
 
-fn run(incoming: &mpsc::Receiver<(Instant, Job)>) {
+/// The thread: runs what is due, then sleeps until the earliest alarm or a new one (with
+/// none pending, until a new one). Each pass counts one wake-up in `wakes`.
+fn run(incoming: &mpsc::Receiver<(Instant, Job)>, wakes: &AtomicU64) {
     let mut heap: BinaryHeap<Reverse<Alarm>> = BinaryHeap::new();
     let mut order = 0u64;
     loop {
+        wakes.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         while heap.peek().is_some_and(|Reverse(a)| a.due <= now) {
             if let Some(Reverse(alarm)) = heap.pop() {
@@ -119,6 +134,23 @@ mod tests {
         drop(tx);
         let ran: Vec<(u64, bool)> = rx.iter().take(4).collect();
         assert_eq!(ran, [(0, true), (10, true), (20, true), (30, true)]);
+    }
+
+    #[test]
+    fn it_sleeps_until_the_earliest_alarm() {
+        let clock = Clock::start().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let hour = Instant::now() + Duration::from_secs(3600);
+        assert!(clock.run_at(hour, Box::new(|| {})));
+        let soon = Instant::now() + Duration::from_millis(300);
+        assert!(clock.run_at(soon, Box::new(move || tx.send(()).unwrap())));
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let woken = clock.wakes.load(Ordering::Relaxed);
+        // Its first pass, one per alarm received (at most), and the 300 ms deadline.
+        assert!(woken <= 4, "{woken} wake-ups for two alarms");
+        // Then nothing is due for an hour: half a second of waiting costs nothing.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(clock.wakes.load(Ordering::Relaxed), woken);
     }
 
     #[test]

@@ -445,6 +445,7 @@ impl Connection {
                 },
                 _ = self.outbox.room(), if !room => {}
             }
+            self.state.engine.count_connection_wake();
         }
     }
 

@@ -64,6 +64,9 @@ pub struct Engine {
     /// Wakes actions at their due time; `None` if its thread could not start, and then
     /// tokio's millisecond timer does it.
     clock: Option<clock::Clock>,
+    /// Wake-ups of every connection's reader loop (a frame, a timer, a fault change): an
+    /// idle socket wakes for its heartbeats only, and tests check that it does.
+    connection_wakes: AtomicU64,
 }
 
 impl Engine {
@@ -74,6 +77,7 @@ impl Engine {
             idempotency_cap: options.idempotency_cap,
             stopping: CancellationToken::new(),
             next_connection: AtomicU64::new(1),
+            connection_wakes: AtomicU64::new(0),
             clock: clock::Clock::start()
                 .inspect_err(|e| {
                     tracing::warn!(error = %e, "no engine clock thread; action latencies are rounded up to tokio's 1 ms tick");
@@ -119,6 +123,15 @@ impl Engine {
                 () = stopping.cancelled() => {}
             }
         });
+    }
+
+    /// How often connections' reader loops have woken, all connections together.
+    pub fn connection_wakes(&self) -> u64 {
+        self.connection_wakes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_connection_wake(&self) {
+        self.connection_wakes.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn next_connection_id(&self) -> ConnId {

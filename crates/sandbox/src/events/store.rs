@@ -221,6 +221,9 @@ pub(crate) struct TenantEvents {
     requests: std::sync::atomic::AtomicU64,
     /// The `events_requests_per_minute` window.
     pub window: Mutex<RateWindow>,
+    /// Passes of the drain task, so a test sees it sleeps until a batch is due.
+    #[cfg(test)]
+    drain_wakes: std::sync::atomic::AtomicU64,
 }
 
 struct Inner {
@@ -256,6 +259,8 @@ impl TenantEvents {
             }),
             requests: std::sync::atomic::AtomicU64::new(0),
             window: Mutex::new(RateWindow::default()),
+            #[cfg(test)]
+            drain_wakes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -324,6 +329,10 @@ impl TenantEvents {
 /// queue is empty (the next queued batch starts a new one).
 async fn drain(tenant: Arc<TenantEvents>, app: Arc<AppState>) {
     loop {
+        #[cfg(test)]
+        tenant
+            .drain_wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let wait_until = {
             let mut inner = tenant.inner.lock();
             let now = Instant::now();
@@ -614,6 +623,45 @@ mod tests {
             Ok(t) => t.inner.into_inner(),
             Err(_) => unreachable!(),
         }
+    }
+
+    /// An async batch waits out its delay with the drain task asleep: one pass finds it
+    /// not due, then, at its due time, one processes it and one finds the queue empty and
+    /// ends the task.
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_sleeps_until_a_batch_is_due() {
+        let app = AppState::new(crate::SandboxOptions::default());
+        let tenant = Arc::new(TenantEvents::new(100));
+        let delay = std::time::Duration::from_secs(60);
+        let submitted = tenant.submit(
+            &app,
+            Uuid::from_u128(1),
+            &[event(1, 1, AgentState::Busy)],
+            Mode::Async { delay },
+        );
+        assert!(matches!(submitted, Submitted::Done(r) if r.is_empty()));
+        let wakes = || {
+            tenant
+                .drain_wakes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        for _ in 0..59 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        assert_eq!(wakes(), 1, "passes before the batch was due");
+        assert_eq!(
+            tenant
+                .query(&QueryKey::SequenceIds(&[Uuid::from_u128(1)]), 0, 10)
+                .ok()
+                .unwrap()
+                .records[0]
+                .outcome,
+            Outcome::Pending
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert_eq!(wakes(), 3);
+        assert!(!tenant.inner.lock().draining, "the drain task ended");
+        assert_eq!(app.stats.events.events_accepted.get(), 1);
     }
 
     #[test]
