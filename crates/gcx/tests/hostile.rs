@@ -12,6 +12,7 @@ use std::time::Duration;
 use gcx::config::Config;
 use gcx::server::service::Service;
 use reqwest::StatusCode;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use serve_support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -110,6 +111,56 @@ async fn silent_and_trickling_connections_are_closed_while_healthz_answers() {
 }
 
 #[tokio::test]
+async fn a_silent_client_after_the_tls_handshake_is_closed() {
+    let sandbox = sandbox(gcx_sandbox::Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&sandbox, dir.path());
+    short_timeouts(&mut config);
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let cert = std::path::Path::new(fixtures).join("tls-test.crt");
+    let key = std::path::Path::new(fixtures).join("tls-test.key");
+    let tls = gcx::server::tls::load_server_config(&cert, &key).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = gcx::server::tls::TlsListener::new(tcp, tls).unwrap();
+    let credentials = gcx::auth::Credentials::new(
+        sandbox.base_url(),
+        "gcx-demo",
+        gcx::config::Secret::new("gcx-demo-secret"),
+    );
+    let http = gcx::http_client::build(Duration::from_secs(5)).unwrap();
+    let upstream = gcx::server::service::Upstream {
+        tokens: gcx::auth::TokenProvider::new(credentials, http).unwrap(),
+        stream_url: sandbox.info().stream_url,
+        catalogue: gcx_protocol::Catalogue::builtin(),
+    };
+    let service = Service::start(&config, upstream, listener, true)
+        .await
+        .unwrap();
+
+    gcx::http_client::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut client_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let tcp = TcpStream::connect(service.local_addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
+    // HTTP/1.1 is all that is offered: its header-read timer covers every connection.
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(HANG_GUARD, tls.read(&mut buf))
+        .await
+        .expect("the silent TLS client is closed");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    service.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed() {
     let s = serve(short_timeouts).await;
     let mut tcp = TcpStream::connect(s.service.local_addr()).await.unwrap();
@@ -162,6 +213,41 @@ async fn a_million_item_batch_is_refused_naming_the_limit_and_the_count() {
         message.contains("1000000") && message.contains("500"),
         "{message}"
     );
+}
+
+#[tokio::test]
+async fn deeply_nested_bodies_are_refused_cheaply() {
+    let s = serve(|_| {}).await;
+    for body in [
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        format!("[{}1{}]", "[".repeat(50_000), "]".repeat(50_000)),
+        format!("[{{}}, {}{}]", "[".repeat(100_000), "]".repeat(100_000)),
+    ] {
+        let response = client()
+            .post(format!("{}/v1/triggers", s.service.url()))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (status, _, body) = answer(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_json");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("recursion limit"),
+            "{body}"
+        );
+    }
+    let health = client()
+        .get(format!("{}/healthz", s.service.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
 }
 
 #[tokio::test]

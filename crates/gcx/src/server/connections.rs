@@ -3,16 +3,15 @@
 //!
 //! - At most `serve.max_connections` connections are served at once (a semaphore, as in
 //!   mini-redis); the next ones wait in the kernel's backlog until one closes.
-//! - HTTP/1.1: a client has `serve.header_read_timeout` to send a request's headers,
-//!   counted from the moment the connection is ready for one (hyper's
-//!   `header_read_timeout` with a [`TokioTimer`]). That closes connections that send
-//!   nothing, trickle their headers, or sit idle between keep-alive requests.
-//! - HTTP/2 (TLS with ALPN `h2`): keep-alive pings every `serve.header_read_timeout`; a
-//!   peer that does not answer one within it is closed.
+//! - A client has `serve.header_read_timeout` to send a request's headers, counted from
+//!   the moment the connection is ready for one (hyper's `header_read_timeout` with a
+//!   [`TokioTimer`]). That closes connections that send nothing, trickle their headers,
+//!   or sit idle between keep-alive requests.
 //! - Bodies: `serve.body_read_timeout` bounds reading a whole body ([`super::body`]).
 //!
-//! Plain TCP is HTTP/1.1 only: HTTP/2 is offered through TLS's ALPN, so no connection
-//! ever waits in a protocol guess without a timer.
+//! HTTP/1.1 only (TLS offers no other protocol by ALPN): hyper's HTTP/2 server has no
+//! timer for a peer that never sends its preface or idles between requests, and an API
+//! of small JSON requests gains little from multiplexing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,12 +22,10 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::serve::Listener;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
-use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 /// The connection limits of `[serve]`.
@@ -42,24 +39,6 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
 }
 
-/// Which protocol an accepted connection speaks.
-pub trait Negotiated {
-    /// Whether TLS's ALPN chose HTTP/2.
-    fn is_h2(&self) -> bool;
-}
-
-impl Negotiated for TcpStream {
-    fn is_h2(&self) -> bool {
-        false
-    }
-}
-
-impl Negotiated for TlsStream<TcpStream> {
-    fn is_h2(&self) -> bool {
-        self.get_ref().1.alpn_protocol() == Some(b"h2")
-    }
-}
-
 /// Serves `router` on every connection `listener` accepts until `shutdown` resolves, then
 /// lets open requests finish (connections close after their current answer). Each
 /// request carries its peer's address as [`ConnectInfo<SocketAddr>`].
@@ -71,7 +50,6 @@ pub async fn serve<L>(
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
-    L::Io: Negotiated,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -112,52 +90,41 @@ async fn serve_connection<I>(
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Negotiated + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let h2 = io.is_h2();
     let service = router.map_request(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     });
-    let service = TowerToHyperService::new(service);
-    let io = TokioIo::new(io);
-    let result = if h2 {
-        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(limits.header_read_timeout)
-            .keep_alive_timeout(limits.header_read_timeout);
-        let conn = builder.serve_connection(io, service);
-        drive(conn, &mut stop, |c| c.graceful_shutdown()).await
-    } else {
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout);
-        let conn = builder.serve_connection(io, service);
-        drive(conn, &mut stop, |c| c.graceful_shutdown()).await
-    };
-    if let Err(e) = result {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    if let Err(e) = drive(conn, &mut stop).await {
         tracing::debug!(%peer, error = %e, "connection closed");
     }
 }
 
 /// Runs one connection; on the stop signal, asks it to finish its current request and
 /// close, and waits for that.
-async fn drive<C, E>(
-    conn: C,
+async fn drive<I, S>(
+    conn: hyper::server::conn::http1::Connection<I, S>,
     stop: &mut watch::Receiver<bool>,
-    graceful: impl FnOnce(std::pin::Pin<&mut C>),
-) -> Result<(), E>
+) -> Result<(), hyper::Error>
 where
-    C: Future<Output = Result<(), E>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(conn);
     tokio::select! {
         result = conn.as_mut() => return result,
         () = stopped(stop) => {}
     }
-    graceful(conn.as_mut());
+    conn.as_mut().graceful_shutdown();
     conn.await
 }
 

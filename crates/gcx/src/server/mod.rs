@@ -52,7 +52,7 @@ use axum::routing::{get, post};
 use axum::serve::Listener;
 use tower_http::decompression::RequestDecompressionLayer;
 
-use connections::{ConnectionLimits, Negotiated};
+use connections::ConnectionLimits;
 
 pub use error::ApiError;
 pub use pipeline::{PipelineError, Submitted, TriggerPipeline};
@@ -113,7 +113,6 @@ pub async fn run<L>(
 ) -> std::io::Result<()>
 where
     L: Listener<Addr = SocketAddr>,
-    L::Io: Negotiated,
 {
     let limits = ConnectionLimits {
         max_connections: state.config.max_connections,

@@ -23,7 +23,6 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api_keys::{ApiKeyError, ApiKeys};
-use super::connections::Negotiated;
 use super::state::{AppState, DeliveryCell};
 use super::{auth_failures, prometheus, retention, run};
 use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
@@ -103,7 +102,6 @@ impl Service {
     ) -> Result<Service, ServeError>
     where
         L: Listener<Addr = SocketAddr>,
-        L::Io: Negotiated,
     {
         // Refuse a bad key list before touching anything durable.
         let keys = ApiKeys::load(&config.serve.api_keys)?;
