@@ -417,7 +417,90 @@ async fn rows_committed_before_any_worker_are_delivered_after_restart(t: TestSto
     handle.shutdown().await;
 }
 
+/// Store queries the worker makes over `span` once it has looked at the store once.
+async fn looks_while_waiting(handle: &DeliveryHandle, span: Duration) -> u64 {
+    assert!(
+        eventually(DRAIN, async || handle.counters().looks >= 2).await,
+        "the worker never looked at the store"
+    );
+    // The first look's fetch and next-due read may still be finishing.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = handle.counters().looks;
+    tokio::time::sleep(span).await;
+    handle.counters().looks - before
+}
+
+/// The most looks a waiting worker may make over `span`: none on SQLite, whose change
+/// counter tells it nothing changed; on PostgreSQL a fetch and a next-due read per idle
+/// poll (1 s), plus one.
+fn waiting_bound(t: &TestStore, span: Duration) -> u64 {
+    if t.is_postgres() {
+        2 * span.as_secs() + 2
+    } else {
+        0
+    }
+}
+
+async fn a_worker_with_nothing_due_waits_without_queries(t: TestStore) {
+    let store = t.open().await;
+    let sb = sandbox(Faults::default(), None).await;
+    let handle =
+        DeliveryWorker::spawn(store.clone(), &config(Some(sb.info().crm_url), None, None)).unwrap();
+    let span = Duration::from_secs(2);
+    let looks = looks_while_waiting(&handle, span).await;
+    assert!(
+        looks <= waiting_bound(&t, span),
+        "{looks} looks in {span:?}"
+    );
+    // It still sees new rows at once when told.
+    let rows = commit_pairs(&store, 3).await;
+    handle.notify();
+    drain_all(&handle).await;
+    assert_all_delivered(&sb, rows);
+    handle.shutdown().await;
+}
+
+async fn a_backlog_in_back_off_waits_without_queries(t: TestStore) {
+    let store = t.open().await;
+    let sb = sandbox(Faults::default(), None).await;
+    commit_pairs(&store, 200).await;
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let heads = store
+        .due_outbox(delivery::CRM, chrono::Utc::now(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(heads.len(), 200);
+    for head in &heads {
+        store
+            .outbox_retry(head.id, 1, later, "HTTP 503", Some(503))
+            .await
+            .unwrap();
+    }
+    let handle =
+        DeliveryWorker::spawn(store.clone(), &config(Some(sb.info().crm_url), None, None)).unwrap();
+    let span = Duration::from_secs(2);
+    let looks = looks_while_waiting(&handle, span).await;
+    assert!(
+        looks <= waiting_bound(&t, span),
+        "{looks} looks in {span:?}"
+    );
+    assert_eq!(crm_stats(&sb)["deliveries"], 0);
+    // A row falling due is taken at its time: bring one key's head forward.
+    store
+        .outbox_retry(heads[0].id, 1, chrono::Utc::now(), "HTTP 503", Some(503))
+        .await
+        .unwrap();
+    assert!(
+        eventually(DRAIN, async || crm_stats(&sb)["unique_messages"] == 2).await,
+        "{}",
+        crm_stats(&sb)
+    );
+    handle.shutdown().await;
+}
+
 both_backends!(
+    a_worker_with_nothing_due_waits_without_queries,
+    a_backlog_in_back_off_waits_without_queries,
     signed_messages_are_delivered_in_order,
     a_wrong_secret_is_refused_and_dead_lettered,
     failing_first_requests_are_retried,

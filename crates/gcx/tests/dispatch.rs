@@ -328,6 +328,36 @@ async fn silence_for_two_heartbeats_means_dead() {
     stream.shutdown().await;
 }
 
+/// A connected, idle stream wakes its timer at most once per heartbeat interval: the
+/// engine's heartbeats keep the line from being quiet, and nothing else is due.
+#[tokio::test]
+async fn an_idle_stream_wakes_at_most_once_per_heartbeat() {
+    let heartbeat_ms = 100;
+    let sb = sandbox(Faults {
+        heartbeat_interval_ms: heartbeat_ms,
+        ..Faults::default()
+    })
+    .await;
+    let (stream, mut events) = AssistStream::connect(
+        stream_config(&sb),
+        tokens_for(&sb, "gcx-demo", "gcx-demo-secret"),
+    );
+    connected(&mut events).await;
+    let before = stream.timer_wakes();
+    let span = Duration::from_millis(20 * heartbeat_ms);
+    tokio::time::sleep(span).await;
+    let wakes = stream.timer_wakes() - before;
+    // 20 intervals; one more for where the span starts and ends within an interval.
+    assert!(wakes <= 21, "{wakes} timer wakes in {span:?}");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, StreamEvent::Disconnected { .. }),
+            "the idle stream lost its connection: {event:?}"
+        );
+    }
+    stream.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // The dispatcher, with a real SQLite store.
 

@@ -91,8 +91,23 @@ async fn gcx_prune_deletes_what_ended_before_keep_and_refuses_a_short_keep() {
     let data = dir.path().join("data");
     let (old, young) = seed(&data).await;
 
+    // The default keeps 30 days: both stay.
+    let default = gcx(&data, &["prune", "--output", "json"]);
+    assert_eq!(default.status.code(), Some(0), "{default:?}");
+    let counts: Value = serde_json::from_slice(&default.stdout).unwrap();
+    assert_eq!(
+        (&counts["triggers"], &counts["webhooks"]),
+        (&json!(0), &json!(0))
+    );
+
     // Nothing to prune by, and a retention under a day: refused, naming why; nothing goes.
-    let none = gcx(&data, &["prune"]);
+    let none = std::process::Command::new(env!("CARGO_BIN_EXE_gcx"))
+        .env("GCX_STORE_KEEP_FINISHED", "0")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("prune")
+        .output()
+        .unwrap();
     assert_eq!(none.status.code(), Some(2), "{none:?}");
     let stderr = String::from_utf8_lossy(&none.stderr);
     assert!(stderr.contains("store.keep_finished is 0"), "{stderr}");

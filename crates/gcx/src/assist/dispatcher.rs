@@ -583,21 +583,24 @@ impl DispatcherHandle {
     /// still unfinished.
     pub async fn drain(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
+        let mut resumed = self.core.resumed.subscribe();
         loop {
             let idle = self.core.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             let pending = self.core.registry.lock().len();
-            let resumed = *self.core.resumed.borrow();
-            if (pending == 0 && resumed) || self.core.halt.is_cancelled() {
+            let all_resumed = *resumed.borrow_and_update();
+            if (pending == 0 && all_resumed) || self.core.halt.is_cancelled() {
                 return pending;
             }
             tokio::select! {
                 _ = idle => {}
                 _ = tokio::time::sleep_until(deadline) => return self.core.registry.lock().len(),
                 _ = self.core.halt.cancelled() => {}
-                // The resume feeder finishing is also progress.
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                // The resume feeder finishing is also progress (an error: it is gone).
+                r = resumed.changed(), if !all_resumed => if r.is_err() {
+                    return self.core.registry.lock().len();
+                },
             }
         }
     }

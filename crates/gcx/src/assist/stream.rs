@@ -17,6 +17,7 @@
 //! followed, in the events, by that frame's answer or by `Disconnected { epoch: e }`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -165,6 +166,8 @@ struct Link {
 /// Handle to the supervised stream. Dropping it stops the stream.
 pub struct AssistStream {
     link: Arc<RwLock<Option<Link>>>,
+    /// How often a connection's timer woke (shared with the supervisor).
+    timer_wakes: Arc<AtomicU64>,
     cancel: CancellationToken,
     /// Taken by the first `shutdown` to wait for the supervisor.
     supervisor: parking_lot::Mutex<Option<JoinHandle<()>>>,
@@ -202,6 +205,7 @@ impl AssistStream {
     ) -> AssistStream {
         let link = Arc::new(RwLock::new(None));
         let cancel = CancellationToken::new();
+        let timer_wakes = Arc::new(AtomicU64::new(0));
         let supervisor = tokio::spawn(
             Supervisor {
                 config,
@@ -209,11 +213,13 @@ impl AssistStream {
                 link: link.clone(),
                 events: sink,
                 cancel: cancel.clone(),
+                timer_wakes: timer_wakes.clone(),
             }
             .run(),
         );
         AssistStream {
             link,
+            timer_wakes,
             cancel,
             supervisor: parking_lot::Mutex::new(Some(supervisor)),
         }
@@ -228,6 +234,12 @@ impl AssistStream {
             .await
             .map_err(|_| NotConnected)?;
         Ok(link.epoch)
+    }
+
+    /// How often the connections' heartbeat timer has woken: at most once per heartbeat
+    /// interval while frames arrive, and never for anything but a due check.
+    pub fn timer_wakes(&self) -> u64 {
+        self.timer_wakes.load(Ordering::Relaxed)
     }
 
     /// The epoch of the connection that takes sends now, if any.
@@ -279,6 +291,8 @@ struct Supervisor {
     link: Arc<RwLock<Option<Link>>>,
     events: EventSink,
     cancel: CancellationToken,
+    /// Counts [`run_connection`](Self::run_connection)'s timer wake-ups.
+    timer_wakes: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -501,8 +515,12 @@ impl Supervisor {
         let mut closing: Option<(Instant, Duration)> = None;
         // What an `error` frame without a correlationId said, for the close that follows.
         let mut refused_scopes: Option<(Vec<String>, String)> = None;
-        let mut watchdog = tokio::time::interval((heartbeat / 4).max(Duration::from_millis(5)));
-        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // One timer, set to the next check that can be due (see `next_check`). A frame
+        // moves that check later without touching the timer: when it fires early, it
+        // finds the line not quiet and is set again, so it wakes at most once per interval
+        // while frames flow, and no frame pays for a timer.
+        let watchdog = tokio::time::sleep_until(next_check(last_frame, heartbeat, pinged, closing));
+        tokio::pin!(watchdog);
 
         let end = loop {
             tokio::select! {
@@ -539,8 +557,14 @@ impl Supervisor {
                     if let Some(end) = self.on_message(epoch, &message, &mut closing, &mut refused_scopes) {
                         break end;
                     }
+                    if let Some((deadline, _)) = closing
+                        && deadline < watchdog.deadline()
+                    {
+                        watchdog.as_mut().reset(deadline);
+                    }
                 }
-                _ = watchdog.tick() => {
+                _ = &mut watchdog => {
+                    self.timer_wakes.fetch_add(1, Ordering::Relaxed);
                     let quiet = last_frame.elapsed();
                     if quiet >= heartbeat * 2 {
                         break End::Lost(format!("no frame for {quiet:?} (two heartbeat intervals)"));
@@ -554,6 +578,7 @@ impl Supervisor {
                     {
                         break End::Closing { within };
                     }
+                    watchdog.as_mut().reset(next_check(last_frame, heartbeat, pinged, closing));
                 }
                 changed = fresh_tokens.changed() => {
                     if changed.is_err() {
@@ -664,6 +689,19 @@ impl Supervisor {
 }
 
 /// The one writer: feeds every queued frame, flushes once per burst.
+/// When a connection's timer must next look: at one quiet heartbeat interval (to ping,
+/// unless it did), at two (the socket is dead), and at a `closing` deadline. Nothing else
+/// is ever due on it.
+fn next_check(
+    last_frame: Instant,
+    heartbeat: Duration,
+    pinged: bool,
+    closing: Option<(Instant, Duration)>,
+) -> Instant {
+    let quiet = last_frame + if pinged { heartbeat * 2 } else { heartbeat };
+    closing.map_or(quiet, |(deadline, _)| deadline.min(quiet))
+}
+
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
     mut queue: mpsc::Receiver<Message>,
@@ -767,4 +805,31 @@ fn uniform(max: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEARTBEAT: Duration = Duration::from_secs(30);
+
+    fn check(pinged: bool, closing_in: Option<u64>) -> Duration {
+        let t0 = Instant::now();
+        let closing = closing_in.map(|s| (t0 + Duration::from_secs(s), Duration::from_secs(s)));
+        next_check(t0, HEARTBEAT, pinged, closing) - t0
+    }
+
+    #[test]
+    fn a_quiet_line_is_looked_at_after_one_interval_then_after_two() {
+        assert_eq!(check(false, None), HEARTBEAT);
+        assert_eq!(check(true, None), 2 * HEARTBEAT);
+    }
+
+    #[test]
+    fn a_closing_deadline_comes_first_when_it_is_sooner() {
+        assert_eq!(check(false, Some(5)), Duration::from_secs(5));
+        assert_eq!(check(true, Some(45)), Duration::from_secs(45));
+        assert_eq!(check(false, Some(45)), HEARTBEAT);
+        assert_eq!(check(true, Some(90)), 2 * HEARTBEAT);
+    }
 }

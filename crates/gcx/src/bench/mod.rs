@@ -18,6 +18,8 @@
 //!   both against one `gcx sandbox` child process.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
+//! - [`waiting`]: CPU per minute of a `gcx serve` with nothing due (idle, webhooks in
+//!   back-off, a CRM that answers 503).
 //! - `child`: starting a `gcx` child process and waiting for its ready file.
 //! - [`table`]: medians and the one table.
 
@@ -29,6 +31,7 @@ pub mod outbox;
 pub mod serve;
 pub mod stream;
 pub mod table;
+pub mod waiting;
 
 use std::path::PathBuf;
 
@@ -77,6 +80,15 @@ const fn at_least(id: &'static str, label: &'static str, unit: &'static str, aim
         label,
         unit,
         aim: Some(Aim::AtLeast(aim)),
+    }
+}
+
+const fn at_most(id: &'static str, label: &'static str, unit: &'static str, aim: f64) -> Figure {
+    Figure {
+        id,
+        label,
+        unit,
+        aim: Some(Aim::AtMost(aim)),
     }
 }
 
@@ -277,6 +289,28 @@ pub const BENCHES: &[Bench] = &[
             figure("rss", "gcx serve resident memory under load", "MiB"),
         ],
     },
+    Bench {
+        name: "waiting",
+        about: "CPU of gcx serve over this many seconds of waiting: idle, 10,000 webhooks in back-off, CRM answering 503 (issue 23)",
+        full_size: 60,
+        quick_size: 5,
+        size_unit: "seconds",
+        figures: &[
+            at_most("idle", "gcx serve idle, CRM configured", "CPU s/min", 0.1),
+            at_most(
+                "backoff",
+                "gcx serve, 10,000 webhooks in back-off",
+                "CPU s/min",
+                0.1,
+            ),
+            at_most(
+                "crm_down",
+                "gcx serve, 10,000 due webhooks, CRM answering 503",
+                "CPU s/min",
+                0.1,
+            ),
+        ],
+    },
 ];
 
 /// Looks a benchmark up by name.
@@ -435,6 +469,12 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             };
             let batch = if bench.name == "serve-1" { 1 } else { 100 };
             return serve::intake(binary, count(size), batch).await;
+        }
+        "waiting" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            return waiting::cost(binary, seconds(size)).await;
         }
         other => return Ok(Outcome::Skipped(format!("no benchmark named {other}"))),
     };

@@ -160,9 +160,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Starts `gcx serve` on port 0 against the sandbox; the inner `Err` says why it is not
-/// available (it exited before getting ready).
-async fn start_serve(
+/// Starts `gcx serve` on port 0 against the sandbox, its store in `dir/data`; the inner
+/// `Err` says why it is not available (it exited before getting ready).
+pub(super) async fn start_serve(
     binary: &Path,
     sandbox: &Sandbox,
     dir: &Path,

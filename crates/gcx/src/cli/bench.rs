@@ -20,7 +20,7 @@ pub struct Args {
     pub runs: u32,
     /// Only these benchmarks (repeat or separate with commas): dispatch, slots,
     /// audit-sqlite, audit-postgres, outbox, events-500, events-1, stream, serve-1,
-    /// serve-100.
+    /// serve-100, waiting.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Small sizes, for a smoke test (the figures mean little).

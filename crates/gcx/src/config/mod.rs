@@ -88,11 +88,16 @@ pub struct StoreConfig {
     /// Write a signed audit checkpoint every this many records.
     pub audit_checkpoint_every: u64,
     /// Delete finished triggers and delivered webhooks this long after they ended
-    /// (`gcx serve` every hour, `gcx prune` when run); 0 keeps them forever. At least
-    /// [`MIN_KEEP_FINISHED`]. Audit records and dead letters are always kept.
+    /// (`gcx serve` every hour, `gcx prune` when run); [`DEFAULT_KEEP_FINISHED`] unless
+    /// set, 0 keeps them forever. At least [`MIN_KEEP_FINISHED`]. Audit records, pending
+    /// webhooks and dead letters are always kept.
     #[serde(with = "humantime_serde_ms")]
     pub keep_finished: Duration,
 }
+
+/// `store.keep_finished` unless set: a service that runs for months stays bounded, and a
+/// month of finished triggers answers every question an operator asks of recent work.
+pub const DEFAULT_KEEP_FINISHED: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
 /// The shortest `store.keep_finished`: the engine's deduplication window (PROTOCOL.md
 /// 3.6), so that gcx answers a repeated correlationId from its own store at least as
@@ -120,7 +125,7 @@ impl Default for StoreConfig {
             group_commit_interval: Duration::from_millis(2),
             audit_store_parameters: false,
             audit_checkpoint_every: 1000,
-            keep_finished: Duration::ZERO,
+            keep_finished: DEFAULT_KEEP_FINISHED,
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct DeliveryCounters {
     pub dead_lettered: u64,
     /// Pending rows in the store at the last refresh (every second, and at `drain`).
     pub backlog: u64,
+    /// Store queries made to find work (due-row fetches, next-due-time reads): while
+    /// nothing is due and the store does not change, this stays still.
+    pub looks: u64,
 }
 
 /// The store's outbox after a [`DeliveryHandle::drain`].
@@ -83,6 +86,7 @@ struct Counters {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     backlog: AtomicU64,
+    looks: AtomicU64,
 }
 
 /// What every loop and attempt shares.
@@ -159,6 +163,10 @@ impl DeliveryWorker {
                 fetch: None,
                 settled_during_fetch: HashSet::new(),
                 fetch_paused_until: None,
+                fetch_limit: 0,
+                exhausted: false,
+                fetch_counter: None,
+                quiet: None,
             };
             wakers.push(wake);
             tasks.push(runtime.spawn(endpoint.run()));
@@ -251,6 +259,7 @@ impl DeliveryHandle {
             retried: c.retried.load(Relaxed),
             dead_lettered: c.dead_lettered.load(Relaxed),
             backlog: c.backlog.load(Relaxed),
+            looks: c.looks.load(Relaxed),
         }
     }
 
@@ -279,11 +288,21 @@ impl Drop for DeliveryHandle {
     }
 }
 
+/// Refreshes the backlog gauge every [`BACKLOG_REFRESH`], but only when the store changed
+/// since the last count (counting a large outbox is not free; a waiting one does not
+/// change).
 async fn refresh_backlog(shared: Arc<Shared>) {
+    let mut counted_at = None;
     loop {
-        match shared.store.outbox_counts().await {
-            Ok(counts) => set_backlog(&shared, counts.pending),
-            Err(e) => tracing::debug!(error = %e, "cannot refresh the outbox backlog"),
+        let counter = shared.store.change_counter().unwrap_or(None);
+        if counter.is_none() || counter != counted_at {
+            match shared.store.outbox_counts().await {
+                Ok(counts) => {
+                    set_backlog(&shared, counts.pending);
+                    counted_at = counter;
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot refresh the outbox backlog"),
+            }
         }
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
@@ -336,6 +355,28 @@ struct EndpointLoop {
     settled_during_fetch: HashSet<i64>,
     /// After a failed fetch, no new one starts before this.
     fetch_paused_until: Option<Instant>,
+    /// How many rows the running fetch asked for: an answer with fewer is every due row.
+    fetch_limit: usize,
+    /// The last fetch returned every row that was due: no new fetch starts until something
+    /// may have made more rows due (a wake, a recorded outcome, a due time reached, the
+    /// idle poll). Without it an empty answer would start the next fetch at once, a
+    /// store query after another while nothing is due.
+    exhausted: bool,
+    /// The store's change counter read just before the running (or last) fetch started.
+    fetch_counter: Option<i64>,
+    /// What the last look found when nothing could start: while the store's change
+    /// counter stays the same and the next due time has not come, nothing new can be due,
+    /// so the loop waits without querying (a backlog in back-off costs nothing to watch).
+    quiet: Option<Quiet>,
+}
+
+/// The store as the last full look left it, with nothing startable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quiet {
+    /// The change counter before that look's fetch.
+    counter: i64,
+    /// The earliest due time of a key's oldest pending row; `None`: nothing pending.
+    next_due: Option<chrono::DateTime<Utc>>,
 }
 
 impl EndpointLoop {
@@ -365,8 +406,11 @@ impl EndpointLoop {
                     self.fetch = None;
                     self.take_fetched(fetched);
                 }
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => self.look_again(),
+                // Without a quiet store to check, the wait's end is the cue to look again.
+                _ = tokio::time::sleep(wait) => if self.quiet.is_none() {
+                    self.exhausted = false;
+                },
             }
         }
         if let Some(fetch) = self.fetch.take() {
@@ -381,7 +425,8 @@ impl EndpointLoop {
     /// Starts as many due rows as the breaker and parallelism allow; returns how long
     /// to wait before looking again (a finished attempt or `notify` wakes it sooner).
     async fn fill(&mut self) -> Result<Duration, StoreError> {
-        let store = &self.shared.store;
+        let shared = self.shared.clone();
+        let store = &shared.store;
         let name = self.target.name;
         if self.disabled {
             if store.endpoint_state(name).await?.disabled {
@@ -399,14 +444,24 @@ impl EndpointLoop {
             Admission::Send(0) => return Ok(IDLE_POLL),
             Admission::Send(n) => n,
         };
+        if let Some(wait) = self.still_quiet()? {
+            return Ok(wait);
+        }
         // Refill in batches, in the background: asking the store after every single
         // answer would re-read the rows in flight each time (they stay pending until
         // recorded), and waiting for the answer would leave slots idle meanwhile.
         let batch = PREFETCH_MIN.max(4 * self.shared.max_parallel);
         let paused = self.fetch_paused_until.filter(|until| now < *until);
-        if paused.is_none() && self.fetch.is_none() && self.queued.len() < room.max(batch / 2) {
+        if paused.is_none()
+            && !self.exhausted
+            && self.fetch.is_none()
+            && self.queued.len() < room.max(batch / 2)
+        {
+            self.fetch_counter = store.change_counter()?;
+            self.shared.counters.looks.fetch_add(1, Relaxed);
             let store = store.clone();
             let limit = self.claimed.len() + batch;
+            self.fetch_limit = limit;
             self.settled_during_fetch.clear();
             self.fetch = Some(tokio::spawn(async move {
                 store.due_outbox(name, Utc::now(), limit).await
@@ -440,7 +495,17 @@ impl EndpointLoop {
         if let Some(until) = paused {
             return Ok(until.saturating_duration_since(now));
         }
-        let Some(next) = store.next_outbox_due(name).await? else {
+        self.shared.counters.looks.fetch_add(1, Relaxed);
+        let next = store.next_outbox_due(name).await?;
+        if self.exhausted
+            && let Some(counter) = self.fetch_counter
+        {
+            self.quiet = Some(Quiet {
+                counter,
+                next_due: next,
+            });
+        }
+        let Some(next) = next else {
             return Ok(IDLE_POLL);
         };
         match (next - Utc::now()).to_std() {
@@ -456,6 +521,35 @@ impl EndpointLoop {
         }
     }
 
+    /// While the store is as the last look left it and its next due time has not come,
+    /// how long to wait; `None`: look at the store.
+    fn still_quiet(&mut self) -> Result<Option<Duration>, StoreError> {
+        let Some(quiet) = self.quiet else {
+            return Ok(None);
+        };
+        let wait = match quiet.next_due {
+            None => IDLE_POLL,
+            Some(at) => match (at - Utc::now()).to_std() {
+                Ok(wait) if !wait.is_zero() => wait.min(IDLE_POLL),
+                _ => {
+                    self.look_again();
+                    return Ok(None);
+                }
+            },
+        };
+        if self.shared.store.change_counter()? != Some(quiet.counter) {
+            self.look_again();
+            return Ok(None);
+        }
+        Ok(Some(wait))
+    }
+
+    /// Something may have made rows due: the next round fetches again.
+    fn look_again(&mut self) {
+        self.exhausted = false;
+        self.quiet = None;
+    }
+
     fn absorb(&mut self, done: Result<(tokio::task::Id, Settled), tokio::task::JoinError>) {
         let (task, settled) = match done {
             Ok((task, settled)) => (task, settled),
@@ -464,6 +558,8 @@ impl EndpointLoop {
                 (e.id(), Settled::Unrecorded)
             }
         };
+        // A recorded outcome may make the next row of its key due.
+        self.look_again();
         if let Some(id) = self.in_flight.remove(&task) {
             self.claimed.remove(&id);
             if self.fetch.is_some() {
@@ -506,6 +602,7 @@ impl EndpointLoop {
                 return;
             }
         };
+        self.exhausted = rows.len() < self.fetch_limit;
         for row in rows {
             if !self.settled_during_fetch.contains(&row.id) && self.claimed.insert(row.id) {
                 self.queued.push_back(row);

@@ -504,6 +504,17 @@ impl Store {
         on_backend!(&self.inner.backend, b => b.due_outbox(endpoint, now, limit).await)
     }
 
+    /// A number that changes whenever anything was committed to the store since it was
+    /// last asked, by any process: a loop that found nothing due may keep waiting while it
+    /// stays the same. `None` when the backend cannot tell cheaply (PostgreSQL): look
+    /// again.
+    pub fn change_counter(&self) -> Result<Option<i64>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.data_version().map(Some),
+            Backend::Postgres(_) => Ok(None),
+        }
+    }
+
     /// The earliest `next_attempt_at` of a pending message for `endpoint`.
     pub async fn next_outbox_due(
         &self,

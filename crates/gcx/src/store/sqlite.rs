@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::committer::{Done, GroupContext, Work};
 use super::convert::{self, from_micros, micros};
-use super::error::db_error;
+use super::error::{db_error, sqlite_error};
 use super::migrations::{self, Scripts};
 use super::sqlite_writer::Writer;
 use super::{
@@ -39,6 +39,11 @@ pub(crate) struct SqliteBackend {
     write: Option<parking_lot::Mutex<Option<Writer>>>,
     /// Read-only connections for every query.
     read: SqlitePool,
+    /// A read-only connection kept for `PRAGMA data_version` alone: its value changes
+    /// exactly when another connection (this process's committer included) committed, so
+    /// a loop waiting on the store tells "nothing changed" without a query; `None` once
+    /// closed.
+    changes: parking_lot::Mutex<Option<rusqlite::Connection>>,
     /// The database file, as shown in messages.
     location: String,
 }
@@ -119,11 +124,26 @@ impl SqliteBackend {
             .connect_with(base.read_only(true))
             .await
             .map_err(|e| open_error(&location, e))?;
+        let changes = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sqlite_error(&location, e))?;
         Ok(SqliteBackend {
             write,
             read,
+            changes: parking_lot::Mutex::new(Some(changes)),
             location,
         })
+    }
+
+    /// A number that changes whenever anything was committed to the file since it was
+    /// last read (by this process or another). A read of the WAL index, no query.
+    pub(crate) fn data_version(&self) -> Result<i64, StoreError> {
+        let guard = self.changes.lock();
+        let conn = guard.as_ref().ok_or(StoreError::Closed)?;
+        conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| sqlite_error(&self.location, e))
     }
 
     pub(crate) fn location(&self) -> &str {
@@ -135,6 +155,7 @@ impl SqliteBackend {
             // Dropping the connection closes the file.
             drop(write.lock().take());
         }
+        drop(self.changes.lock().take());
         self.read.close().await;
     }
 

@@ -16,6 +16,8 @@
 //! closed when the drop returns (a store that says it is closed holds no file open).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -37,6 +39,10 @@ pub(crate) struct Checkpointer {
     /// Wakes the thread; dropping it stops the thread.
     wake: Option<SyncSender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Checkpoints run: one per wake, at most one per [`GAP`], none while nothing commits
+    /// (the tests read it).
+    #[cfg_attr(not(test), allow(dead_code))]
+    runs: Arc<AtomicU64>,
 }
 
 impl Checkpointer {
@@ -49,13 +55,22 @@ impl Checkpointer {
         )
         .map_err(std::io::Error::other)?;
         let (wake, woken) = mpsc::sync_channel(1);
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
         let thread = std::thread::Builder::new()
             .name("gcx-checkpoint".into())
-            .spawn(move || run(&conn, &woken))?;
+            .spawn(move || run(&conn, &woken, &counted))?;
         Ok(Checkpointer {
             wake: Some(wake),
             thread: Some(thread),
+            runs,
         })
+    }
+
+    /// Checkpoints run so far.
+    #[cfg(test)]
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
     }
 
     /// A commit grew the WAL: checkpoint soon. Never waits.
@@ -79,7 +94,7 @@ impl Drop for Checkpointer {
     }
 }
 
-fn run(conn: &Connection, woken: &Receiver<()>) {
+fn run(conn: &Connection, woken: &Receiver<()>, runs: &AtomicU64) {
     let mut warned = false;
     // Until the sender is dropped.
     if woken.recv().is_err() {
@@ -92,6 +107,7 @@ fn run(conn: &Connection, woken: &Receiver<()>) {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             });
+        runs.fetch_add(1, Ordering::Relaxed);
         match done {
             Ok(_) => warned = false,
             Err(e) if !warned => {
@@ -163,6 +179,33 @@ mod tests {
             size()
         );
         drop(checkpointer);
+    }
+
+    #[test]
+    fn the_thread_sleeps_until_a_commit_and_checkpoints_once_per_gap() {
+        let (_dir, path, _writer) = wal_db("");
+        let checkpointer = Checkpointer::start(&path).unwrap();
+        std::thread::sleep(3 * GAP);
+        assert_eq!(checkpointer.runs(), 0, "no commit, no checkpoint");
+        checkpointer.committed();
+        for _ in 0..500 {
+            if checkpointer.runs() > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(3 * GAP);
+        assert_eq!(checkpointer.runs(), 1, "one commit, one checkpoint");
+        // Commits within one gap: the first checkpoints, the rest make one more after it.
+        for _ in 0..10 {
+            checkpointer.committed();
+        }
+        std::thread::sleep(4 * GAP);
+        assert!(
+            (2..=3).contains(&checkpointer.runs()),
+            "{} checkpoints",
+            checkpointer.runs()
+        );
     }
 
     /// Descriptors of this process open on `path` (Linux).

@@ -1,0 +1,159 @@
+//! What waiting costs: CPU seconds per minute of a `gcx serve` child process (this same
+//! binary, with a CRM endpoint configured) that has nothing to do but wait, in three
+//! states:
+//! - `idle`: an empty store;
+//! - `backoff`: [`KEYS`] webhooks in back-off (their next attempt an hour away), each with
+//!   a second message of its key queued behind it;
+//! - `crm_down`: the same backlog all due, the CRM answering 503 to every request (the
+//!   circuit breaker's trials are the only work).
+//!
+//! The store is filled through the library before the child starts, so the child's CPU is
+//! only its waiting. CPU is the child's `utime + stime` from `/proc/<pid>/stat` (all its
+//! threads, living and ended), read after a warm-up and again after the window.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use gcx_sandbox::{Sandbox, SandboxOptions};
+use serde_json::json;
+
+use super::{BenchError, Measurement, Outcome, TempDir, serve};
+use crate::config::Config;
+use crate::delivery;
+use crate::store::{Store, WriteBatch};
+
+/// Ordering keys in the `backoff` and `crm_down` stores: two messages each, so twice this
+/// many rows, of which this many are due heads (or in back-off) and as many wait behind.
+pub const KEYS: usize = 10_000;
+/// Time after the child is ready before the window opens (start-up work: migrations,
+/// resume, the first store reads, the engine handshake).
+const WARM_UP: Duration = Duration::from_secs(3);
+/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux for every
+/// architecture's user-space ABI).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// The three states' CPU seconds per minute, measured over `window` each.
+pub async fn cost(binary: &Path, window: Duration) -> Result<Outcome, BenchError> {
+    let mut m = Measurement::default();
+    for (id, state) in [
+        ("idle", Waiting::Idle),
+        ("backoff", Waiting::Backoff),
+        ("crm_down", Waiting::CrmDown),
+    ] {
+        match per_minute(binary, state, window).await? {
+            Ok(v) => m = m.with(id, v),
+            Err(why) => return Ok(Outcome::Skipped(why)),
+        }
+    }
+    Ok(Outcome::Measured(m))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    Idle,
+    Backoff,
+    CrmDown,
+}
+
+/// One state: its child's CPU seconds per minute over `window`; the inner `Err` says why
+/// the child is not available.
+async fn per_minute(
+    binary: &Path,
+    state: Waiting,
+    window: Duration,
+) -> Result<Result<f64, String>, BenchError> {
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .map_err(BenchError::Sandbox)?;
+    if state == Waiting::CrmDown {
+        // Far more 503s than the window can use up: every CRM request fails.
+        sandbox.state.faults.write().crm_statuses = vec![503; 1_000_000];
+    }
+    let dir = TempDir::new()?;
+    let data = dir.path().join("data");
+    if state != Waiting::Idle {
+        fill(&data, state == Waiting::Backoff).await?;
+    }
+    let mut child = match serve::start_serve(binary, &sandbox, dir.path()).await? {
+        Ok(child) => child,
+        Err(why) => return Ok(Err(why)),
+    };
+    let pid = child.child.id().unwrap_or(0);
+    tokio::time::sleep(WARM_UP).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(window).await;
+    let after = cpu_ticks(pid);
+    let _ = child.child.start_kill();
+    let _ = child.child.wait().await;
+    let _ = sandbox.shutdown().await;
+    let (Some(before), Some(after)) = (before, after) else {
+        return Err(BenchError::Child(format!(
+            "cannot read /proc/{pid}/stat of gcx serve"
+        )));
+    };
+    let seconds = after.saturating_sub(before) as f64 / TICKS_PER_SECOND;
+    Ok(Ok(seconds * 60.0 / window.as_secs_f64().max(1e-9)))
+}
+
+/// Writes [`KEYS`] keys of two CRM messages each into a new store at `data`; with
+/// `backoff`, each key's first message has failed once and waits an hour.
+async fn fill(data: &Path, backoff: bool) -> Result<(), BenchError> {
+    let mut config = Config::default();
+    config.store.data_dir = data.to_owned();
+    let store = Store::open(&config.store).await?;
+    let ids: Vec<String> = (0..KEYS)
+        .map(|_| uuid::Uuid::new_v4().to_string())
+        .collect();
+    for chunk in ids.chunks(1000) {
+        for state in ["initiated", "completed"] {
+            let outbox = chunk
+                .iter()
+                .map(|id| {
+                    let body = json!({"correlationId": id, "executionState": state});
+                    delivery::message(delivery::CRM, id, &body)
+                })
+                .collect();
+            store
+                .commit(WriteBatch {
+                    outbox,
+                    ..WriteBatch::default()
+                })
+                .await?;
+        }
+    }
+    if backoff {
+        let later = Utc::now() + chrono::Duration::hours(1);
+        let heads = store.due_outbox(delivery::CRM, Utc::now(), KEYS).await?;
+        for head in heads {
+            store
+                .outbox_retry(head.id, 1, later, "HTTP 503", Some(503))
+                .await?;
+        }
+    }
+    store.close().await?;
+    Ok(())
+}
+
+/// `utime + stime` of process `pid`, in clock ticks (Linux).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from the
+    // last `)`. utime and stime are fields 14 and 15, so the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_reads_this_process() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert_eq!(cpu_ticks(u32::MAX), None);
+    }
+}
