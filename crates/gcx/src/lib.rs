@@ -18,6 +18,7 @@
 //!   dead letters, circuit breaker. Used for the CRM and the QA platform alike.
 //! - [`audit`]: the hash-chained, signed audit log: verify, report, export.
 //! - [`store`]: durable state (SQLite or PostgreSQL) with group commit.
+//! - [`private_files`]: the data folder (0700) and its store and key files (0600).
 //! - [`server`]: `gcx serve`, the HTTP API.
 //! - [`demo`]: `gcx demo`, the whole product against an embedded sandbox, with checks.
 //! - [`bench`]: `gcx bench`, every benchmark behind one table.
@@ -35,6 +36,7 @@ pub mod delivery;
 pub mod demo;
 pub mod desk;
 pub mod http_client;
+pub mod private_files;
 pub mod retry;
 pub mod server;
 pub mod store;

@@ -99,7 +99,8 @@ impl Default for Faults {
 }
 
 impl Faults {
-    /// Every reason these settings cannot be applied (rates outside 0..=1, zero limits).
+    /// Every reason these settings cannot be applied (rates outside 0..=1, zero limits,
+    /// a latency median above its p99, statuses that are not HTTP statuses).
     pub fn check(&self) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
         for (name, rate) in [
@@ -123,8 +124,46 @@ impl Faults {
                 errors.push(format!("{name}: must be at least 1"));
             }
         }
-        if self.drop_connection_every == Some(0) {
-            errors.push("drop_connection_every: must be at least 1 (or null for never)".into());
+        if self.max_concurrent_actions == 0 {
+            errors.push(
+                "max_concurrent_actions: must be at least 1 (0 would refuse every send)".into(),
+            );
+        }
+        let latency = self.engine_latency_ms;
+        if latency.median > latency.p99 {
+            errors.push(format!(
+                "engine_latency_ms: the median ({}) is above the p99 ({}); expected median <= p99",
+                latency.median, latency.p99
+            ));
+        }
+        for (name, v) in [
+            ("drop_connection_every", self.drop_connection_every),
+            ("closing_every_secs", self.closing_every_secs),
+            ("sends_per_second", self.sends_per_second.map(u64::from)),
+            (
+                "events_requests_per_minute",
+                self.events_requests_per_minute.map(u64::from),
+            ),
+        ] {
+            if v == Some(0) {
+                errors.push(format!("{name}: must be at least 1 (or null for no limit)"));
+            }
+        }
+        for (name, statuses) in [
+            ("crm_statuses", &self.crm_statuses),
+            ("qa_statuses", &self.qa_statuses),
+        ] {
+            let bad: Vec<String> = statuses
+                .iter()
+                .filter(|s| !(200..=599).contains(*s))
+                .map(u16::to_string)
+                .collect();
+            if !bad.is_empty() {
+                errors.push(format!(
+                    "{name}: {} not an HTTP status a receiver can answer; expected 200 to 599",
+                    bad.join(", ")
+                ));
+            }
         }
         if errors.is_empty() {
             Ok(())
@@ -204,5 +243,24 @@ mod tests {
             ..Faults::default()
         };
         assert_eq!(f.check().unwrap_err().len(), 3);
+        let nonsense = Faults {
+            engine_latency_ms: LatencySpec {
+                median: 200,
+                p99: 20,
+            },
+            max_concurrent_actions: 0,
+            sends_per_second: Some(0),
+            closing_every_secs: Some(0),
+            crm_statuses: vec![503, 0, 1000],
+            ..Faults::default()
+        };
+        let errors = nonsense.check().unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("median (200) is above the p99 (20)"))
+        );
+        assert!(errors.iter().any(|e| e.contains("crm_statuses: 0, 1000")));
     }
 }

@@ -10,6 +10,7 @@
 //! - [`options`]: what a sandbox is started with (also the `gcx sandbox` flags).
 //! - [`faults`]: fault settings and the seeded draws that make faulty runs repeatable.
 //! - [`stats`]: the counters of `/sandbox/stats`.
+//! - `connections`: the accept loop: connection cap, header, idle and body timeouts.
 //! - [`oauth`]: the token endpoint and the live tokens.
 //! - `assist`: the assist engine (handshake, sends, idempotency, concurrency, results).
 //! - `events`: the events endpoint, per-agent transition checking, query-back.
@@ -26,6 +27,7 @@ pub mod options;
 pub mod stats;
 
 mod assist;
+mod connections;
 mod control;
 mod events;
 mod http_error;
@@ -37,7 +39,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -134,21 +135,14 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state.clone());
     state.engine.start_background(state.clone());
-    // Small frames (acks, results) must not wait for Nagle's algorithm.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY on an accepted connection: {e}");
-        }
-    });
+    let limits = state.options.connection_limits();
     let stopping = state.clone();
     let shutdown = async move {
         shutdown.await;
         // Upgraded sockets outlive the HTTP server's graceful shutdown: close them too.
         stopping.engine.shutdown();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    connections::serve(listener, app, limits, shutdown).await
 }
 
 /// A sandbox running in this process.

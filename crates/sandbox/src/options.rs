@@ -2,7 +2,9 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::connections::ConnectionLimits;
 use crate::faults::{Faults, LatencySpec};
 use crate::oauth::ClientSpec;
 
@@ -28,6 +30,31 @@ pub struct SandboxOptions {
     /// Most events per query-back answer: 10 000 as PROTOCOL.md 4.1 says; smaller values
     /// exist so tests can exercise paging with few events.
     pub query_page_size: usize,
+    /// Connections in HTTP at once, so idle clients cannot use up file descriptors.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (also the idle keep-alive timeout),
+    /// so silent or trickling connections are closed.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body.
+    pub body_read_timeout: Duration,
+    /// Most messages (frames of any kind) per second one assist connection may send; a
+    /// connection over it is closed with [`MESSAGE_RATE_CLOSE`].
+    pub ws_messages_per_second: u32,
+}
+
+/// Close code of an assist connection that sent messages faster than
+/// `ws_messages_per_second` (4029, after HTTP's 429; PROTOCOL.md leaves 4xxx codes to the
+/// server).
+pub const MESSAGE_RATE_CLOSE: u16 = 4029;
+
+impl SandboxOptions {
+    pub(crate) fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout,
+            body_read_timeout: self.body_read_timeout,
+        }
+    }
 }
 
 impl Default for SandboxOptions {
@@ -42,6 +69,10 @@ impl Default for SandboxOptions {
             idempotency_cap: 1_000_000,
             query_cap: 2_000_000,
             query_page_size: gcx_protocol::events::MAX_QUERY_EVENTS,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            ws_messages_per_second: 100_000,
         }
     }
 }
@@ -161,6 +192,21 @@ pub struct SandboxArgs {
     /// ids, whatever the interleaving.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Connections served at once (an upgraded assist stream leaves the count); more wait
+    /// until one closes.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, in ms; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a whole request body, in ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+    /// Most WebSocket messages per second one assist connection may send; over it the
+    /// connection is closed with 4029.
+    #[arg(long, default_value_t = 100_000)]
+    pub ws_messages_per_second: u32,
 }
 
 impl SandboxArgs {
@@ -198,6 +244,17 @@ impl SandboxArgs {
         positive("idempotency-cap", self.idempotency_cap);
         positive("query-cap", self.query_cap);
         positive("query-page-size", self.query_page_size);
+        positive("max-connections", self.max_connections);
+        let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        positive(
+            "header-read-timeout-ms",
+            as_usize(self.header_read_timeout_ms),
+        );
+        positive("body-read-timeout-ms", as_usize(self.body_read_timeout_ms));
+        positive(
+            "ws-messages-per-second",
+            as_usize(u64::from(self.ws_messages_per_second)),
+        );
         let max_page = gcx_protocol::events::MAX_QUERY_EVENTS;
         if self.query_page_size > max_page {
             errors.push(format!(
@@ -229,6 +286,10 @@ impl SandboxArgs {
             idempotency_cap: self.idempotency_cap,
             query_cap: self.query_cap,
             query_page_size: self.query_page_size,
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            ws_messages_per_second: self.ws_messages_per_second,
         })
     }
 }
@@ -291,5 +352,33 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
+    }
+
+    #[test]
+    fn nonsense_faults_and_zero_limits_are_refused_together() {
+        let errors = options(&[
+            "--max-concurrent-actions",
+            "0",
+            "--sends-per-second",
+            "0",
+            "--header-read-timeout-ms",
+            "0",
+            "--max-connections",
+            "0",
+            "--ws-messages-per-second",
+            "0",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        assert!(
+            errors.iter().any(|e| e.contains("max_concurrent_actions")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("--header-read-timeout-ms")),
+            "{errors:?}"
+        );
     }
 }

@@ -72,7 +72,10 @@ impl AuditKeys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => generate(data_dir, &path)?,
             Err(source) => return Err(KeyError::Read { path, source }),
         };
-        warn_if_readable_by_others(&path);
+        crate::private_files::tighten(&path).map_err(|source| KeyError::Write {
+            path: path.clone(),
+            source,
+        })?;
         let keys = AuditKeys {
             id: key_id(&signing.verifying_key()),
             signing,
@@ -119,7 +122,7 @@ fn parse_signing_key(path: &Path, pem: &str) -> Result<SigningKey, KeyError> {
 }
 
 fn generate(data_dir: &Path, path: &Path) -> Result<SigningKey, KeyError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| KeyError::Write {
+    crate::private_files::create_dir(data_dir).map_err(|source| KeyError::Write {
         path: data_dir.to_path_buf(),
         source,
     })?;
@@ -178,21 +181,6 @@ fn write_new_file(path: &Path, bytes: &[u8], mode: u32, sync: bool) -> Result<()
     Ok(())
 }
 
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
-            tracing::warn!(
-                file = %path.display(),
-                "the audit signing key is readable by other users; chmod 600 it"
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-}
-
 /// Reads a public key file: SubjectPublicKeyInfo PEM or 64 hex characters.
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
@@ -248,6 +236,20 @@ mod tests {
         let sig = a.sign(b"message");
         assert!(verify_signature(&public, b"message", &sig));
         assert!(!verify_signature(&public, b"massage", &sig));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signing_key_others_can_read_is_made_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let first = AuditKeys::load_or_generate(dir.path()).unwrap();
+        let path = dir.path().join(SIGNING_KEY_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let again = AuditKeys::load_or_generate(dir.path()).unwrap();
+        assert_eq!(again.key_id(), first.key_id());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

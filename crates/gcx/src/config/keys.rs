@@ -113,6 +113,10 @@ pub const KEYS: &[KeySpec] = &[
     k("serve.max_body_bytes", Kind::Integer, &[]),
     k("serve.request_timeout", Kind::Duration, &[]),
     k("serve.rate_limit_per_key", Kind::Integer, &[]),
+    k("serve.max_connections", Kind::Integer, &[]),
+    k("serve.header_read_timeout", Kind::Duration, &[]),
+    k("serve.body_read_timeout", Kind::Duration, &[]),
+    k("serve.auth_failures_per_minute", Kind::Integer, &[]),
     k("serve.metrics_require_key", Kind::Bool, &[]),
     k("serve.drain_timeout", Kind::Duration, &[]),
     k(

@@ -66,9 +66,20 @@ pub enum ConfigError {
         origin: Source,
         message: String,
     },
+    /// Several of the above at once, each naming its key and source.
+    #[error("{} settings are invalid:\n  {}", .0.len(), several(.0))]
+    Several(Vec<ConfigError>),
     /// The endpoints cannot be worked out from the `genesys` settings.
     #[error("{0}")]
     Endpoint(String),
+}
+
+fn several(problems: &[ConfigError]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n  ")
 }
 
 /// The effective configuration and where each value came from.
@@ -181,16 +192,17 @@ fn non_empty<'e>(env: &'e BTreeMap<String, String>, var: &str) -> Option<&'e str
         .filter(|v| !v.trim().is_empty())
 }
 
-/// Rules on values that the types alone do not hold.
+/// Rules on values that the types alone do not hold; every broken one is reported.
 fn check_merged(loaded: &LoadedConfig) -> Result<(), ConfigError> {
     let invalid = |key: &str, message: String| ConfigError::Invalid {
         key: key.to_owned(),
         origin: loaded.source(key).clone(),
         message,
     };
+    let mut problems = Vec::new();
     let log = &loaded.config.log;
     if !["human", "json"].contains(&log.format.as_str()) {
-        return Err(invalid(
+        problems.push(invalid(
             "log.format",
             format!(
                 "{:?} is not a log format; expected human or json",
@@ -199,7 +211,7 @@ fn check_merged(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         ));
     }
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
-        return Err(invalid(
+        problems.push(invalid(
             "log.level",
             format!(
                 "{:?} is not a log filter ({e}); expected e.g. info, debug, gcx=debug,warn",
@@ -208,18 +220,25 @@ fn check_merged(loaded: &LoadedConfig) -> Result<(), ConfigError> {
         ));
     }
     if let Some(why) = super::keep_finished_too_short(loaded.config.store.keep_finished) {
-        return Err(invalid(
+        problems.push(invalid(
             "store.keep_finished",
             format!("{why} (or 0, keep forever)"),
         ));
     }
     if loaded.config.dispatch.concurrency == Some(0) {
-        return Err(invalid(
+        problems.push(invalid(
             "dispatch.concurrency",
             "0 would never send anything; expected 1 or more (or leave it unset for the engine's limit)".into(),
         ));
     }
-    Ok(())
+    for (key, why) in super::limits::zero_limits(&loaded.config) {
+        problems.push(invalid(key, why));
+    }
+    match problems.len() {
+        0 => Ok(()),
+        1 => Err(problems.remove(0)),
+        _ => Err(ConfigError::Several(problems)),
+    }
 }
 
 /// The merged TOML table and the source of each key set so far.
@@ -906,6 +925,42 @@ client_secret = "prod-secret"
                 "{ok}"
             );
         }
+    }
+
+    #[test]
+    fn zero_limits_are_all_refused_naming_key_and_source() {
+        let (_dir, path) = config_file("[serve]\nmax_body_bytes = 0\nrate_limit_per_key = 0\n");
+        let e = load_from(
+            &with_file(&path),
+            &env(&[
+                ("GCX_SERVE_MAX_BATCH", "0"),
+                ("GCX_SERVE_REQUEST_TIMEOUT", "0"),
+                ("GCX_LOG_FORMAT", "xml"),
+            ]),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("4 settings are invalid"), "{e}");
+        assert!(
+            e.contains("serve.max_batch (from env GCX_SERVE_MAX_BATCH)") && e.contains("1 or more"),
+            "{e}"
+        );
+        assert!(
+            e.contains("serve.request_timeout (from env GCX_SERVE_REQUEST_TIMEOUT)")
+                && e.contains("a duration above 0"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!(
+                "serve.max_body_bytes (from file {})",
+                path.display()
+            )),
+            "{e}"
+        );
+        assert!(e.contains("log.format"), "{e}");
+        // 0 turns the per-key rate limit off: not a violation.
+        assert!(!e.contains("rate_limit_per_key"), "{e}");
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //!
 //! - [`keys`]: the keys as a table (kind, environment variables, synonym precedence).
 //! - [`load`](mod@load): the layers merged, each key's [`Source`] recorded.
+//! - `limits`: the keys whose zero would make the service refuse everything.
 //! - [`profile`]: the Genesys Cloud CLI's `~/.gc/config.toml` profiles.
 //! - [`endpoints`](mod@endpoints): login, API and stream URLs from region / base URL.
 //! - [`show`]: the effective configuration as rows for `gcx config show`.
 
 mod endpoints;
 pub mod keys;
+mod limits;
 mod load;
 pub mod profile;
 mod secret;
@@ -200,11 +202,25 @@ pub struct ServeConfig {
     /// API keys, as SHA-256 hex digests (`gcx serve hash-key` makes one) or plain secrets.
     pub api_keys: Vec<Secret>,
     pub max_batch: usize,
+    /// The largest request body, after inflating a gzip one.
     pub max_body_bytes: usize,
     #[serde(with = "humantime_serde_ms")]
     pub request_timeout: Duration,
-    /// Requests per second per key.
+    /// Requests per second per key; 0 turns the limit off.
     pub rate_limit_per_key: u32,
+    /// Connections served at once (more wait in the kernel's backlog), so idle clients
+    /// cannot use up the process's file descriptors.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers once its connection is ready for
+    /// one; also how long an idle keep-alive connection stays open (slowloris).
+    #[serde(with = "humantime_serde_ms")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body.
+    #[serde(with = "humantime_serde_ms")]
+    pub body_read_timeout: Duration,
+    /// Failed authentications per client address per minute before its requests are
+    /// answered 429 without a key check (key guessing); 0 turns the throttle off.
+    pub auth_failures_per_minute: u32,
     /// Whether `/metrics` needs an API key.
     pub metrics_require_key: bool,
     #[serde(with = "humantime_serde_ms")]
@@ -220,6 +236,10 @@ impl Default for ServeConfig {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             rate_limit_per_key: 1000,
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            auth_failures_per_minute: 60,
             metrics_require_key: false,
             drain_timeout: Duration::from_secs(30),
         }

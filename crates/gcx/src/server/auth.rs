@@ -1,14 +1,17 @@
 //! Request authentication: `Authorization: Bearer <api key>` on every `/v1` route (and
-//! `/metrics` when configured), the per-key rate limit, and the refusal of credentials
+//! `/metrics` when configured), the throttle of failed authentications per client
+//! address ([`auth_failures`]), the per-key rate limit, and the refusal of credentials
 //! in query strings (they end up in proxy logs and browser history).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::http::header;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::auth_failures;
 use super::error::ApiError;
 use super::state::AppState;
 
@@ -61,27 +64,65 @@ pub async fn refuse_key_in_query(
 
 /// Lets a request through only with a configured API key in the `Authorization` header,
 /// then applies that key's rate limit.
+///
+/// A client address over its failed authentications (`serve.auth_failures_per_minute`)
+/// is answered 429 before its key is checked; failures are logged as one line for the
+/// first of a busy spell, then as a periodic summary ([`auth_failures::AuthFailures`]).
 pub async fn require_key(
     State(state): State<Arc<AppState>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let key = match bearer_key(&request) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
-    let Some(id) = state.keys.verify(key) else {
-        tracing::warn!(path = %request.uri().path(), "refused a request with an unknown API key");
-        return ApiError::unauthorized(
-            "invalid_api_key",
-            "the API key in the Authorization header is not one of serve.api_keys",
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer
+        && let Err(after) = state.auth_failures.check(peer)
+    {
+        metrics::counter!("gcx_serve_auth_throttled_total").increment(1);
+        return ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_auth_failures",
+            format!(
+                "this address sent more than {} requests with a missing or wrong API key in a \
+                 minute (serve.auth_failures_per_minute); retry after the Retry-After header's \
+                 seconds with a key from serve.api_keys",
+                state.config.auth_failures_per_minute
+            ),
         )
+        .with_retry_after(after)
         .into_response();
+    }
+    let verified = bearer_key(&request).and_then(|key| {
+        state.keys.verify(key).ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_api_key",
+                "the API key in the Authorization header is not one of serve.api_keys",
+            )
+        })
+    });
+    let id = match verified {
+        Ok(id) => id,
+        Err(refusal) => {
+            metrics::counter!("gcx_serve_auth_failures_total").increment(1);
+            let first = peer.is_none_or(|p| state.auth_failures.record(p));
+            if first {
+                tracing::warn!(
+                    peer = %peer.map_or_else(|| "unknown".to_owned(), |p| p.to_string()),
+                    path = %request.uri().path(),
+                    code = refusal.code(),
+                    "refused a request without a valid API key; more such refusals are summarized every {}s",
+                    auth_failures::SUMMARY_EVERY.as_secs()
+                );
+            }
+            return refusal.into_response();
+        }
     };
     if let Err(after) = state.limiter.check(id) {
         metrics::counter!("gcx_serve_rate_limited_total").increment(1);
         return ApiError::new(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!(
                 "this API key is over its rate limit of {} requests per second (serve.rate_limit_per_key); retry after the Retry-After header's seconds",

@@ -10,7 +10,11 @@
 //! - [`prometheus`]: `/metrics` and the process-wide recorder.
 //! - [`openapi`]: the OpenAPI document (`/openapi.json`, `docs/openapi.json`).
 //! - [`auth`] and [`api_keys`]: bearer API keys (hashed, constant-time), keys in query
-//!   strings refused; [`rate_limit`]: one token bucket per key.
+//!   strings refused; [`auth_failures`]: failed authentications throttled per client
+//!   address and summarized in the log; [`rate_limit`]: one token bucket per key.
+//! - [`body`]: request bodies: content coding (gzip), size after inflating, read timeout,
+//!   content type.
+//! - [`connections`]: the accept loop: connection cap, header-read and idle timeouts.
 //! - [`error`]: the one JSON error shape.
 //! - [`tls`]: the optional rustls listener.
 //!
@@ -19,6 +23,9 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod auth_failures;
+pub mod body;
+pub mod connections;
 pub mod error;
 pub mod health;
 pub mod openapi;
@@ -32,6 +39,7 @@ pub mod state;
 pub mod tls;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +50,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::serve::Listener;
+use tower_http::decompression::RequestDecompressionLayer;
+
+use connections::ConnectionLimits;
 
 pub use error::ApiError;
 pub use pipeline::{PipelineError, Submitted, TriggerPipeline};
@@ -55,6 +66,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/metrics/audit", get(routes::metrics_audit::get))
         .route("/v1/outbox", get(routes::outbox::list))
         .route("/v1/outbox/replay", post(routes::outbox::replay))
+        // Outermost last: the key check, then the content coding, inflating, reading.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            body::read_whole,
+        ))
+        .route_layer(RequestDecompressionLayer::new().gzip(true))
+        .route_layer(middleware::from_fn(body::check_encoding))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -94,12 +112,13 @@ pub async fn run<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
+    L: Listener<Addr = SocketAddr>,
 {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = ConnectionLimits {
+        max_connections: state.config.max_connections,
+        header_read_timeout: state.config.header_read_timeout,
+    };
+    connections::serve(listener, router(state), limits, shutdown).await
 }
 
 async fn not_found(request: Request) -> ApiError {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::api_keys::{ApiKeyError, ApiKeys};
 use super::state::{AppState, DeliveryCell};
-use super::{prometheus, retention, run};
+use super::{auth_failures, prometheus, retention, run};
 use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
 use crate::auth::TokenProvider;
 use crate::config::Config;
@@ -85,6 +85,8 @@ pub struct Service {
     http_stop: Option<oneshot::Sender<()>>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
     upkeep: Option<tokio::task::JoinHandle<()>>,
+    /// Logs the periodic summary of failed authentications.
+    auth_summary: tokio::task::JoinHandle<()>,
     /// Prunes the store when `store.keep_finished` is set.
     pruner: Option<tokio::task::JoinHandle<()>>,
 }
@@ -132,6 +134,7 @@ impl Service {
             delivery.clone(),
         );
         let upkeep = metrics.map(prometheus::spawn_upkeep);
+        let auth_summary = auth_failures::spawn_summarizer(state.auth_failures.clone());
         let keep = config.store.keep_finished;
         let pruner = (!keep.is_zero()).then(|| retention::spawn(store.clone(), keep));
         let (http_stop, stopped) = oneshot::channel::<()>();
@@ -148,6 +151,7 @@ impl Service {
             http_stop: Some(http_stop),
             http,
             upkeep,
+            auth_summary,
             pruner,
         })
     }
@@ -227,6 +231,7 @@ impl Service {
         if let Some(upkeep) = self.upkeep.take() {
             upkeep.abort();
         }
+        self.auth_summary.abort();
         let report = ShutdownReport {
             unfinished_triggers: unfinished,
             pending_webhooks,

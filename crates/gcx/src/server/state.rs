@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use parking_lot::Mutex;
 
 use super::api_keys::ApiKeys;
+use super::auth_failures::AuthFailures;
 use super::pipeline::TriggerPipeline;
 use super::rate_limit::RateLimiter;
 use crate::config::ServeConfig;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub keys: ApiKeys,
     /// One token bucket per key.
     pub limiter: RateLimiter,
+    /// Failed authentications per client address: the throttle and the log summary.
+    pub auth_failures: Arc<AuthFailures>,
     /// The action catalogue triggers are validated against (the dispatcher's own).
     pub catalogue: Arc<Catalogue>,
     /// Where accepted triggers go.
@@ -72,6 +75,7 @@ impl AppState {
     ) -> Arc<AppState> {
         Arc::new(AppState {
             limiter: RateLimiter::new(keys.len(), config.rate_limit_per_key),
+            auth_failures: Arc::new(AuthFailures::new(config.auth_failures_per_minute)),
             config,
             keys,
             catalogue,

@@ -1,5 +1,6 @@
 //! The optional HTTPS listener (`gcx serve --tls-cert --tls-key`): rustls with the `ring`
-//! provider, HTTP/2 and HTTP/1.1 by ALPN.
+//! provider, HTTP/1.1 by ALPN (the only protocol [`super::connections`] serves, since
+//! its timeouts are HTTP/1.1's).
 //!
 //! TLS handshakes run in their own tasks (bounded, with a deadline), so one slow or
 //! silent client never holds up the accept loop; finished connections reach axum through
@@ -73,7 +74,7 @@ pub fn load_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerC
         .with_no_client_auth()
         .with_single_cert(chain, private_key)
         .map_err(|e| config_error(e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

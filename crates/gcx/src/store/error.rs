@@ -15,6 +15,12 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot make {path} readable by its owner only (mode 600): {source}")]
+    Private {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "no gcx store at {location}: nothing has been recorded there yet \
          (check store.data_dir / --data-dir or store.database_url / --database-url)"

@@ -356,6 +356,13 @@ impl Store {
     /// `database_url` is set, else `<data_dir>/gcx.db`. Loads (or generates, on first use)
     /// the audit signing key in `data_dir`.
     pub async fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        // Made private (0700) before anything lands in it, whichever backend.
+        crate::private_files::create_dir(&config.data_dir).map_err(|source| {
+            StoreError::CreateDir {
+                path: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
         let backend = match &config.database_url {
             Some(url) => Backend::Postgres(Arc::new(
                 postgres::PgBackend::open(

@@ -57,10 +57,22 @@ impl SqliteBackend {
                 return Err(StoreError::Missing { location });
             }
         } else {
-            std::fs::create_dir_all(data_dir).map_err(|source| StoreError::CreateDir {
+            crate::private_files::create_dir(data_dir).map_err(|source| StoreError::CreateDir {
                 path: data_dir.display().to_string(),
                 source,
             })?;
+            // Private before SQLite writes a byte; its -wal and -shm take the same mode.
+            let private = |file: &Path, result: std::io::Result<()>| {
+                result.map_err(|source| StoreError::Private {
+                    path: file.display().to_string(),
+                    source,
+                })
+            };
+            private(&path, crate::private_files::ensure_file(&path))?;
+            for suffix in ["-wal", "-shm"] {
+                let side = sidecar(&path, suffix);
+                private(&side, crate::private_files::tighten(&side))?;
+            }
         }
         sniff_header(&path, &location)?;
         let version = inspect(&path, &location).await?;
@@ -459,6 +471,13 @@ where
     T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
 {
     row.try_get(index).map_err(|e| db_error(location, e))
+}
+
+/// `gcx.db-wal` and the like beside `path`.
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Refuses a file that exists but is not an SQLite database, before SQLite touches it.

@@ -26,10 +26,12 @@ use super::admission::{self, Sender, correlation_id};
 use super::execution;
 use super::idempotency::ConnId;
 use super::outbox::{Outbox, write_loop};
+use super::send_rate::SendRate;
 use super::tenant::Tenant;
 use crate::AppState;
 use crate::faults::Faults;
 use crate::oauth::TokenInfo;
+use crate::options::MESSAGE_RATE_CLOSE;
 
 /// How long a closing socket waits for the writer to flush and the client to answer the
 /// close frame.
@@ -294,6 +296,9 @@ struct Connection {
     drop_every: Option<u64>,
     /// Client messages since `connect` (`drop_connection_every` counts these).
     messages: u64,
+    /// Frames of any kind this connection may still send before it is over
+    /// `ws_messages_per_second` (a token bucket of one second's worth).
+    message_rate: SendRate,
     /// When to send the next `closing` notice.
     closing_at: Option<Instant>,
     /// When to close with 1001 after a `closing` notice.
@@ -348,6 +353,7 @@ impl Connection {
             closing_every_secs,
             drop_every,
             messages: 0,
+            message_rate: SendRate::new(std::time::Instant::now()),
             closing_at: closing_every_secs.map(|s| later(Duration::from_secs(s))),
             close_at: None,
             timers_changed: false,
@@ -482,6 +488,17 @@ impl Connection {
 
     /// Answers one frame; `Some` when the connection must end.
     fn on_message(&mut self, message: Message) -> Option<End> {
+        let rate = Some(self.state.options.ws_messages_per_second);
+        if self
+            .message_rate
+            .take(rate, std::time::Instant::now())
+            .is_err()
+        {
+            return Some(End::close(
+                MESSAGE_RATE_CLOSE,
+                "over the message rate (ws_messages_per_second)",
+            ));
+        }
         match message {
             // Answered by the socket itself / the end arrives as the stream's end.
             Message::Ping(_) | Message::Pong(_) | Message::Close(_) => return None,

@@ -1,5 +1,6 @@
 //! The per-tenant send rate (`sends_per_second`): a token bucket holding one second's
 //! worth of sends, so a burst up to the rate passes and a steady stream above it gets 429s.
+//! The same bucket bounds each connection's messages (`ws_messages_per_second`).
 
 use std::time::{Duration, Instant};
 

@@ -2,4 +2,5 @@
 
 pub mod metrics_audit;
 pub mod outbox;
+pub mod trigger_body;
 pub mod triggers;

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::triggers::{body_error, check_content_type, store_error};
+use super::triggers::{body_error, store_error};
+use crate::server::body::check_content_type;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::state::AppState;
 use crate::store::{OutboxMessage, OutboxStatus, ReplayFilter};
@@ -203,9 +204,10 @@ pub struct ReplayResult {
         (status = 200, description = "How many dead letters were put back", body = ReplayResult),
         (status = 400, description = "Body not JSON, an unknown key, or a bad `since`", body = ErrorBody),
         (status = 401, description = "No or a wrong API key", body = ErrorBody),
-        (status = 413, description = "Body over serve.max_body_bytes", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
-        (status = 429, description = "Over this key's rate limit", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within serve.body_read_timeout", body = ErrorBody),
+        (status = 413, description = "Body over serve.max_body_bytes (once inflated)", body = ErrorBody),
+        (status = 415, description = "A body without Content-Type or one that is not JSON, or a Content-Encoding other than gzip or identity", body = ErrorBody),
+        (status = 429, description = "Over this key's rate limit, or this address over serve.auth_failures_per_minute", body = ErrorBody),
     ),
     security(("api_key" = []))
 )]
@@ -214,8 +216,8 @@ pub async fn replay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReplayResult>, ApiError> {
-    check_content_type(&headers)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
+    check_content_type(&headers, &body)?;
     let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
     } else {

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::{BoxFuture, join_all};
 use gcx_protocol::assist::MAX_MESSAGE_BYTES;
@@ -21,6 +21,8 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use super::trigger_body::{self, TriggerDocument};
+use crate::server::body::check_content_type;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::openapi::{TriggerPayloadSchema, TriggerStateSchema, ViolationSchema};
 use crate::server::pipeline::Submitted;
@@ -125,9 +127,10 @@ pub enum TriggerResponse {
         (status = 202, description = "Every item durably accepted (or a duplicate of an accepted one)", body = TriggerResponse),
         (status = 400, description = "Bad query, body not JSON, or at least one invalid item; `details.items` lists every item, the valid ones were accepted", body = ErrorBody),
         (status = 401, description = "No, a malformed or an unknown API key, or a key in the query string", body = ErrorBody),
-        (status = 413, description = "Body over serve.max_body_bytes or more items than serve.max_batch", body = ErrorBody),
-        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
-        (status = 429, description = "Over this key's rate limit; see Retry-After", body = ErrorBody),
+        (status = 408, description = "The body did not arrive within serve.body_read_timeout", body = ErrorBody),
+        (status = 413, description = "Body over serve.max_body_bytes (once inflated) or more items than serve.max_batch", body = ErrorBody),
+        (status = 415, description = "A body without Content-Type or one that is not JSON, or a Content-Encoding other than gzip or identity", body = ErrorBody),
+        (status = 429, description = "Over this key's rate limit, or this address over serve.auth_failures_per_minute; see Retry-After", body = ErrorBody),
         (status = 503, description = "Shutting down, or the store did not confirm; retrying with the same correlationIds is safe", body = ErrorBody),
     ),
     security(("api_key" = []))
@@ -151,9 +154,10 @@ pub async fn post(
         )
     })?;
     let wait = wait_timeout(&params, state.config.request_timeout)?;
-    check_content_type(&headers)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    let document: Value = serde_json::from_slice(&body).map_err(|e| {
+    check_content_type(&headers, &body)?;
+    let max_batch = state.config.max_batch;
+    let document = trigger_body::parse(&body, max_batch).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!(
@@ -164,14 +168,23 @@ pub async fn post(
         )
     })?;
     let (items, single) = match document {
-        Value::Array(items) => (items, false),
-        Value::Object(_) => (vec![document], true),
-        other => {
+        TriggerDocument::Many(items) => (items, false),
+        TriggerDocument::One(item) => (vec![item], true),
+        TriggerDocument::TooMany { items } => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!(
+                    "the request holds {items} triggers; at most {max_batch} per request (serve.max_batch): split it"
+                ),
+            )
+            .with_details(json!({"items": items, "maxBatch": max_batch})));
+        }
+        TriggerDocument::Other(kind) => {
             return Err(ApiError::bad_request(
                 "invalid_body",
                 format!(
-                    "the request body is a JSON {}; send one trigger object or an array of them",
-                    json_kind(&other)
+                    "the request body is a JSON {kind}; send one trigger object or an array of them"
                 ),
             ));
         }
@@ -181,18 +194,6 @@ pub async fn post(
             "empty_batch",
             "the request body is an empty array; send at least one trigger",
         ));
-    }
-    let max_batch = state.config.max_batch;
-    if items.len() > max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "the request holds {} triggers; at most {max_batch} per request (serve.max_batch): split it",
-                items.len()
-            ),
-        )
-        .with_details(json!({"items": items.len(), "maxBatch": max_batch})));
     }
 
     let outcome = accept(&state, &items).await?;
@@ -454,54 +455,15 @@ fn wait_timeout(
     }
 }
 
-/// Accepts `application/json`, any `+json` type, or no Content-Type at all.
-pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("");
-    let mime = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime == "application/json" || mime.ends_with("+json") {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!("Content-Type `{text}` is not JSON; send application/json"),
-        ))
-    }
-}
-
 /// A body that could not be read: over the limit (413) or broken off.
 pub(crate) fn body_error(e: BytesRejection, max: usize) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!("the request body is over {max} bytes (serve.max_body_bytes); send fewer triggers per request"),
-        )
-        .with_details(json!({"maxBodyBytes": max}))
+        crate::server::body::too_large(max, false)
     } else {
         ApiError::bad_request(
             "unreadable_body",
             format!("the request body could not be read: {}", e.body_text()),
         )
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
     }
 }
 
