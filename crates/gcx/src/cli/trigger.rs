@@ -103,9 +103,10 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
     }
     if let Some(line) = input.stopped_at {
         bail!(
-            "{shown}:{line}: a trigger's text runs past {} bytes (256 KiB) without ending; reading stopped there and nothing was sent ({} valid and {invalid} invalid before it)",
+            "{shown}:{line}: a trigger's text runs past {} bytes (256 KiB) without ending; reading stopped there and nothing was sent ({} valid and {} invalid before it)",
             intake::MAX_TRIGGER_TEXT,
             valid.len(),
+            invalid.saturating_sub(1),
         );
     }
     if valid.is_empty() {
