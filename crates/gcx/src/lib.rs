@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: layered configuration (file, `gc` CLI profile, environment, flags) and
 //!   where each value came from.
+//! - [`bounded_read`]: settings files read with a size cap.
 //! - [`http_client`]: the one reqwest client builder (rustls, ring).
 //! - [`retry`]: the one back-off policy every outbound client uses.
 //! - [`auth`]: `TokenProvider`, OAuth client credentials with single-flight refresh.
@@ -30,6 +31,7 @@ pub mod assist;
 pub mod audit;
 pub mod auth;
 pub mod bench;
+pub mod bounded_read;
 pub mod cli;
 pub mod config;
 pub mod delivery;

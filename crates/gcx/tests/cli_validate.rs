@@ -135,9 +135,166 @@ fn missing_files_and_scenarios_are_named() {
         "{out}"
     );
     assert!(
-        out.contains("sim.toml: scenario validation not available yet"),
+        out.contains("sim.toml: cannot read the scenario file: No such file"),
         "{out}"
     );
+}
+
+#[test]
+fn the_shipped_scenarios_are_valid() {
+    let home = tempfile::tempdir().unwrap();
+    let files: Vec<String> = ["smoke", "soak", "negative"]
+        .iter()
+        .map(|n| example(&format!("scenarios/{n}.toml")))
+        .collect();
+    let (code, out, err) = run(gcx(home.path()).arg("validate").args(&files));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "3 scenarios: 3 valid, 0 invalid");
+}
+
+#[test]
+fn a_bad_scenario_lists_every_violation_with_its_place() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "batch_size = 0\n[agents]\ncount = 3\n[load]\nrate = 1e-20\n[time_in_state]\nbusy = \"3d\"\n",
+    )
+    .unwrap();
+    let name = file.display().to_string();
+    let (code, out, err) = run(gcx(home.path()).args(["validate", &name]));
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{name}:1:14: `batch_size`: must be 1 to 500 (the events endpoint takes 1-500 events per request), got 0"
+            ),
+            format!(
+                "{name}:5:8: `load.rate`: arrivals per second must be 0, or 0.001 to 100000, got 1e-20"
+            ),
+            format!(
+                "{name}:7:8: `time_in_state.busy`: must be at most 24h (one dwell time), got 3days"
+            ),
+            "1 scenario: 0 valid, 1 invalid".to_owned(),
+        ]
+    );
+    let (code, out, _) = run(gcx(home.path()).args(["validate", "--output", "json", &name]));
+    assert_eq!(code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["ok"], false);
+    let v = &doc["files"][0]["violations"];
+    assert_eq!(v.as_array().unwrap().len(), 3, "{doc}");
+    assert_eq!(v[1]["key"], "load.rate");
+    assert_eq!(v[1]["line"], 5);
+    assert_eq!(v[1]["column"], 8);
+}
+
+/// An endless input (`/dev/zero`: no newline, ever) is one `size` violation at line 1,
+/// and the command returns having read only 256 KiB of it.
+#[test]
+fn dev_zero_is_one_size_violation_at_line_1() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, err) = run(gcx(home.path()).args(["validate", "/dev/zero"]));
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("/dev/zero:1: (whole trigger): a trigger's text runs past 262144 bytes (256 KiB) without ending"),
+        "{out}"
+    );
+    assert!(lines[0].ends_with("(size)"), "{out}");
+    assert_eq!(lines[1], "1 trigger in 1 file: 0 valid, 1 invalid");
+}
+
+/// Configuration files are read with a cap: an endless or oversized one is refused with
+/// its name, its size and the cap.
+#[test]
+fn oversized_and_endless_config_files_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(gcx(home.path())
+        .env("GCX_CONFIG", "/dev/zero")
+        .args(["config", "show"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("cannot read config file /dev/zero: the file is more than 1048576 bytes; at most 1048576 bytes (1024 KiB) are read"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    let (code, _, err) =
+        run(gcx(home.path()).args(["--config", big.to_str().unwrap(), "config", "show"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: the file is 2000000 bytes; at most 1048576 bytes",
+            big.display()
+        )),
+        "{err}"
+    );
+
+    std::fs::create_dir_all(home.path().join(".gc")).unwrap();
+    std::fs::write(
+        home.path().join(".gc/config.toml"),
+        "# padding\n".repeat(200_000),
+    )
+    .unwrap();
+    let (code, _, err) = run(gcx(home.path()).args(["config", "show"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(".gc/config.toml") && err.contains("the file is 2000000 bytes"),
+        "{err}"
+    );
+
+    let scenario = dir.path().join("big-scenario.toml");
+    std::fs::write(&scenario, "# padding\n".repeat(200_000)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let (code, out, _) = run(gcx(home.path()).args(["validate", scenario.to_str().unwrap()]));
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(
+            "cannot read the scenario file: the file is 2000000 bytes; at most 1048576 bytes"
+        ),
+        "{out}"
+    );
+}
+
+/// A million `{}` lines: every one counted, the first 100 listed, the output a few KiB.
+#[test]
+fn a_million_empty_objects_give_bounded_output() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("million.jsonl");
+    std::fs::write(&file, "{}\n".repeat(1_000_000)).unwrap();
+    let name = file.display().to_string();
+    let (code, out, err) = run(gcx(home.path()).args(["validate", &name]));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.len() < 64 * 1024, "{} bytes printed", out.len());
+    assert!(out.starts_with(&format!("{name}:1: /actionType:")), "{out}");
+    assert!(out.contains(&format!("{name}:100: ")), "{out}");
+    assert!(!out.contains(&format!("{name}:101: ")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{name}: 999900 more invalid triggers not listed (the violations of the first 100 are)"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.ends_with("1000000 triggers in 1 file: 0 valid, 1000000 invalid\n"),
+        "{out}"
+    );
+
+    let (code, out, _) = run(gcx(home.path()).args(["validate", "--output", "json", &name]));
+    assert_eq!(code, 1);
+    assert!(out.len() < 128 * 1024, "{} bytes printed", out.len());
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["invalid"], 1_000_000);
+    assert_eq!(doc["files"][0]["problems"].as_array().unwrap().len(), 100);
+    assert_eq!(doc["files"][0]["problems_not_listed"], 999_900);
 }
 
 #[test]

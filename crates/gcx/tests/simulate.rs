@@ -412,6 +412,70 @@ async fn the_same_seed_generates_the_same_event_sequence() {
     sb.shutdown().await.unwrap();
 }
 
+/// Rates too small (a first arrival past any `Duration`) or too large (arrivals without
+/// end) are refused before the run, from the file and from `--rate`, all at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_out_of_range_are_refused_before_the_run() {
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = dir.path().join("tiny.toml");
+    let with_rate =
+        |rate: &str| small(2, 1.0, 1.0, "").replace("\nrate = 1\n", &format!("\nrate = {rate}\n"));
+    std::fs::write(&tiny, with_rate("1e-20")).unwrap();
+    let huge = dir.path().join("huge.toml");
+    std::fs::write(&huge, with_rate("1e308")).unwrap();
+    let cases: [(Vec<String>, &str); 4] = [
+        (
+            vec![tiny.display().to_string()],
+            "tiny.toml:12:8: `load.rate`: arrivals per second must be 0, or 0.001 to 100000, got 1e-20",
+        ),
+        (
+            vec![huge.display().to_string()],
+            "huge.toml:12:8: `load.rate`: arrivals per second must be 0, or 0.001 to 100000, got 1e308",
+        ),
+        (
+            vec!["--rate".into(), "1e-300".into()],
+            "command line: `--rate`: arrivals per second must be 0.001 to 100000, got 1e-300",
+        ),
+        (
+            vec![
+                "--rate".into(),
+                "1e308".into(),
+                "--agents".into(),
+                "0".into(),
+            ],
+            "command line: `--agents`: must be 1 to 1000000, got 0\ncommand line: `--rate`: arrivals per second must be 0.001 to 100000, got 1e308",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_gcx"));
+        c.env("HOME", std::env::temp_dir())
+            .env_remove("GCX_CONFIG")
+            .env_remove("QA_PLATFORM_ENDPOINT")
+            .arg("simulate")
+            .args(&args)
+            .args([
+                "--duration",
+                "1s",
+                "--base-url",
+                &sb.base_url(),
+                "--no-progress",
+                "--out",
+            ])
+            .arg(dir.path().join("out"))
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(std::time::Duration::from_secs(60), c.output())
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} ran on"))
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    assert_eq!(sb.state.stats.to_json()["events"]["requests"], 0);
+    sb.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scenario_errors_name_file_line_and_field_before_anything_is_sent() {
     let sb = sandbox(Faults::default()).await;

@@ -119,13 +119,19 @@ async fn ten_thousand_triggers_with_invalid_ones_mixed_in() {
     assert_eq!(s["completion_rate"], 1.0);
     assert!(s["p99_latency_ms"].as_f64().unwrap() >= s["p50_latency_ms"].as_f64().unwrap());
     assert!(s.get("crm").is_none(), "{s}");
-    // Every invalid line is named, with its violations; nothing invalid was sent.
-    for line in &bad {
+    // The first 100 invalid lines are named, with their violations, the rest counted;
+    // nothing invalid was sent.
+    for line in &bad[..100] {
         assert!(
             stderr.contains(&format!("invalid trigger at line {line} ")),
             "line {line}: {stderr}"
         );
     }
+    assert!(!stderr.contains(&format!("invalid trigger at line {} ", bad[100])));
+    assert!(
+        stderr.contains(&format!("{} more invalid triggers in", bad.len() - 100)),
+        "{stderr}"
+    );
     assert!(stderr.contains("/parameterMatrix/query"));
     assert!(stderr.contains("/correlationId"));
     assert!(stderr.contains("/actionType"));
@@ -317,4 +323,87 @@ async fn bad_inputs_and_settings_are_named() {
     let out = run(c).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&dead));
+}
+
+/// An endless input stops at its first line with a clear error: nothing is sent, no
+/// login is tried, and the command returns having read 256 KiB of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_zero_stops_at_line_1() {
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = gcx(&sb, &dir.path().join("data"));
+    c.arg("trigger").arg("/dev/zero");
+    let out = run(c).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero:1: a trigger's text runs past 262144 bytes (256 KiB) without ending; reading stopped there and nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(stats(&sb)["oauth"]["tokens_issued"], 0);
+}
+
+/// No valid trigger at all is a failure (exit 1), and a million invalid ones print the
+/// first hundred's violations and a count, not half a gigabyte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_without_a_valid_trigger_exits_1_with_bounded_output() {
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("million.jsonl");
+    std::fs::write(&file, "{}\n".repeat(1_000_000)).unwrap();
+    let mut c = gcx(&sb, &dir.path().join("data"));
+    c.arg("trigger").arg(&file);
+    let out = run(c).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        &stderr[stderr.len().saturating_sub(2000)..]
+    );
+    assert!(
+        out.stderr.len() < 64 * 1024,
+        "{} bytes printed",
+        out.stderr.len()
+    );
+    assert!(stderr.contains("invalid trigger at line 100 "), "{stderr}");
+    assert!(!stderr.contains("invalid trigger at line 101 "), "{stderr}");
+    assert!(
+        stderr.contains("999900 more invalid triggers in"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no valid trigger in")
+            && stderr.contains("(1000000 invalid); nothing sent"),
+        "{stderr}"
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("total_triggers") && table.contains("1000000"),
+        "{table}"
+    );
+
+    // A small all-invalid file, and an empty one, exit 1 too.
+    let (bad, _) = write_file(dir.path(), 3, 1);
+    let mut c = gcx(&sb, &dir.path().join("data"));
+    c.arg("trigger").arg(&bad);
+    let out = run(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let mut c = gcx(&sb, &dir.path().join("data"));
+    c.arg("trigger").arg(&empty);
+    let out = run(c).await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stats(&sb)["oauth"]["tokens_issued"], 0);
 }

@@ -1,8 +1,11 @@
 //! `gcx trigger [FILE|-]`: validate triggers from a file or stdin, dispatch every valid one
 //! through the durable pipeline, wait for the CRM outbox to drain, print a summary.
 //!
-//! Exit code: 0 when every valid trigger completed, 1 otherwise, 2 for an error that
-//! stopped the run (bad input file, login refused, missing scope...).
+//! Exit code: 0 when every valid trigger completed, 1 otherwise (some failed, some are
+//! invalid with `--dry-run`, or the input holds no valid trigger at all), 2 for an error
+//! that stopped the run (unreadable input, a trigger text over 256 KiB, login refused,
+//! missing scope...). The violations of the first [`LISTED`] invalid triggers are printed
+//! as they are read; the rest are counted.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -24,7 +27,15 @@ use crate::config::Config;
 use crate::delivery::{DeliveryHandle, DeliveryWorker, DrainReport};
 use crate::store::{Store, TriggerState};
 
+/// How many invalid triggers have their violations printed; the rest are counted.
+pub const LISTED: u64 = 100;
+
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 every valid trigger completed; 1 some did not, or the \
+input holds no valid trigger (or, with --dry-run, an invalid one); 2 an error stopped the run \
+(unreadable input, a trigger text over 256 KiB, login refused...)."
+)]
 pub struct Args {
     /// Triggers as JSON Lines, a JSON array or one JSON object; `-` or nothing reads stdin.
     pub file: Option<PathBuf>,
@@ -65,24 +76,46 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
         .file
         .as_ref()
         .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
+    let mut valid: Vec<ActionTriggerPayload> = Vec::new();
+    let mut invalid = 0u64;
     let input = intake::read_triggers(
         &source,
         &catalogue,
         IntakeOptions {
             assign_ids: args.assign_ids,
         },
-    )?;
-
-    let mut valid: Vec<ActionTriggerPayload> = Vec::new();
-    let mut invalid = 0u64;
-    for item in input.items {
-        match item.outcome {
+        &mut |item| match item.outcome {
             Ok(payload) => valid.push(payload),
             Err(violations) => {
                 invalid += 1;
-                report_invalid(&source, item.line, &violations);
+                if invalid <= LISTED {
+                    report_invalid(&source, item.line, &violations);
+                }
             }
+        },
+    )?;
+    let shown = if source == "-" { "stdin" } else { &source };
+    if invalid > LISTED {
+        eprintln!(
+            "{} more invalid triggers in {shown} not listed (the violations of the first {LISTED} are)",
+            invalid - LISTED
+        );
+    }
+    if let Some(line) = input.stopped_at {
+        bail!(
+            "{shown}:{line}: a trigger's text runs past {} bytes (256 KiB) without ending; reading stopped there and nothing was sent ({} valid and {} invalid before it)",
+            intake::MAX_TRIGGER_TEXT,
+            valid.len(),
+            invalid.saturating_sub(1),
+        );
+    }
+    if valid.is_empty() {
+        eprintln!("no valid trigger in {shown} ({invalid} invalid); nothing sent");
+        if !args.dry_run {
+            let summary = Summary::new(&[], 0, invalid, 0, 0, None, Duration::ZERO);
+            print_summary(&summary, args.output)?;
         }
+        return Ok(ExitCode::from(1));
     }
     if args.dry_run {
         eprintln!(
@@ -172,10 +205,7 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
             eprintln!("trigger {}: {:?}: {error}", o.correlation_id, o.state);
         }
     }
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-        OutputFormat::Table => print!("{}", summary.table()),
-    }
+    print_summary(&summary, args.output)?;
     if let Some(reason) = halted {
         bail!("{reason}");
     }
@@ -195,6 +225,14 @@ fn apply_flags(args: &Args, config: &mut Config) {
     if let Some(t) = args.slot_timeout {
         config.dispatch.slot_timeout = t;
     }
+}
+
+fn print_summary(summary: &Summary, output: OutputFormat) -> anyhow::Result<()> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(summary)?),
+        OutputFormat::Table => print!("{}", summary.table()),
+    }
+    Ok(())
 }
 
 fn report_invalid(source: &str, line: usize, violations: &[Violation]) {

@@ -2,8 +2,12 @@
 //! with the configured action catalogue, and prints every violation as
 //! `file:line: path: message (code)`. Exit 0 when everything is valid, 1 otherwise.
 //!
-//! The file's extension picks the checker: `.toml` is a simulation scenario, anything
+//! The file's extension picks the checker: `.toml` is a simulation scenario (the checks
+//! `gcx simulate` runs, every violation as `file:line:column: `key`: message`), anything
 //! else (`.jsonl`, `.json`, `-` for stdin) holds triggers.
+//!
+//! Output stays bounded whatever the input: the violations of the first
+//! [`LISTED_PER_FILE`] invalid triggers of a file are listed, the rest only counted.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,9 +17,14 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::GlobalArgs;
-use crate::assist::intake::{self, InputFormat, Intake, IntakeOptions};
+use crate::assist::intake::{self, InputFormat, IntakeOptions};
 use crate::config::Config;
+use crate::desk::{Scenario, ScenarioError};
 use gcx_protocol::{Catalogue, Violation};
+
+/// How many invalid triggers of one file have their violations listed; the others are
+/// counted in the summary.
+pub const LISTED_PER_FILE: usize = 100;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -52,8 +61,33 @@ struct FileReport {
     triggers: usize,
     valid: usize,
     invalid: usize,
-    /// Only the invalid items: the valid ones need no attention.
+    /// Only the invalid items (the first [`LISTED_PER_FILE`]): the valid ones need no
+    /// attention.
     problems: Vec<ItemReport>,
+    /// Invalid items beyond [`LISTED_PER_FILE`]: counted, not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    problems_not_listed: usize,
+    /// A scenario's violations, each with its place.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    violations: Vec<ScenarioProblem>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// One violation of a scenario file.
+#[derive(Debug, Serialize)]
+struct ScenarioProblem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    column: Option<usize>,
+    /// The dotted key (`load.rate`).
+    key: String,
+    message: String,
+    /// The whole message, as the table prints it.
+    text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,8 +98,27 @@ struct ItemReport {
 }
 
 impl FileReport {
+    fn new(file: &str, kind: &'static str) -> FileReport {
+        FileReport {
+            file: file.to_owned(),
+            kind,
+            format: None,
+            error: None,
+            triggers: 0,
+            valid: 0,
+            invalid: 0,
+            problems: Vec::new(),
+            problems_not_listed: 0,
+            violations: Vec::new(),
+        }
+    }
+
     fn ok(&self) -> bool {
-        self.error.is_none() && self.invalid == 0
+        self.error.is_none() && self.invalid == 0 && self.violations.is_empty()
+    }
+
+    fn is_scenario(&self) -> bool {
+        self.kind == "scenario"
     }
 }
 
@@ -118,59 +171,56 @@ fn checker_for(file: &str) -> Checker {
     }
 }
 
-/// The hook for simulation scenarios (issue 6 fills it in).
+/// A scenario file, with the checks `gcx simulate` runs on it.
 fn check_scenario(file: &str) -> FileReport {
-    FileReport {
-        file: file.to_owned(),
-        kind: "scenario",
-        format: None,
-        error: Some("scenario validation not available yet".into()),
-        triggers: 0,
-        valid: 0,
-        invalid: 0,
-        problems: Vec::new(),
+    let mut report = FileReport::new(file, "scenario");
+    if let Err(ScenarioError { violations }) = Scenario::load(Path::new(file)) {
+        report.violations = violations
+            .into_iter()
+            .map(|v| ScenarioProblem {
+                line: v.location.map(|(l, _)| l),
+                column: v.location.map(|(_, c)| c),
+                text: v.to_string(),
+                key: v.field,
+                message: v.message,
+            })
+            .collect();
     }
+    report
 }
 
 fn check_triggers(file: &str, catalogue: &Catalogue, options: IntakeOptions) -> FileReport {
-    let mut report = FileReport {
-        file: file.to_owned(),
-        kind: "triggers",
-        format: None,
-        error: None,
-        triggers: 0,
-        valid: 0,
-        invalid: 0,
-        problems: Vec::new(),
+    let mut report = FileReport::new(file, "triggers");
+    let mut keep = |item: intake::Item| {
+        if let Err(violations) = item.outcome {
+            if report.problems.len() < LISTED_PER_FILE {
+                report.problems.push(ItemReport {
+                    line: item.line,
+                    index: item.index,
+                    violations,
+                });
+            } else {
+                report.problems_not_listed += 1;
+            }
+        }
     };
-    let intake: Intake = match intake::read_triggers(file, catalogue, options) {
-        Ok(i) => i,
+    let read = intake::read_triggers(file, catalogue, options, &mut keep);
+    let summary = match read {
+        Ok(s) => s,
         Err(e) => {
             report.error = Some(e.to_string());
             return report;
         }
     };
-    report.format = Some(match intake.format {
+    report.format = Some(match summary.format {
         InputFormat::JsonLines => "jsonl",
         InputFormat::JsonArray => "array",
         InputFormat::SingleObject => "object",
         InputFormat::Empty => "empty",
     });
-    report.triggers = intake.items.len();
-    report.invalid = intake.invalid_count();
-    report.valid = report.triggers - report.invalid;
-    report.problems = intake
-        .items
-        .into_iter()
-        .filter_map(|item| match item.outcome {
-            Ok(_) => None,
-            Err(violations) => Some(ItemReport {
-                line: item.line,
-                index: item.index,
-                violations,
-            }),
-        })
-        .collect();
+    report.triggers = summary.items;
+    report.invalid = summary.invalid;
+    report.valid = summary.valid();
     report
 }
 
@@ -180,6 +230,9 @@ fn print_table(out: &mut impl Write, reports: &[FileReport]) -> std::io::Result<
         if let Some(e) = &r.error {
             writeln!(out, "{name}: {e}")?;
             continue;
+        }
+        for v in &r.violations {
+            writeln!(out, "{}", v.text)?;
         }
         for item in &r.problems {
             for v in &item.violations {
@@ -195,19 +248,43 @@ fn print_table(out: &mut impl Write, reports: &[FileReport]) -> std::io::Result<
                 )?;
             }
         }
+        if r.problems_not_listed > 0 {
+            writeln!(
+                out,
+                "{name}: {} more invalid trigger{} not listed (the violations of the first {LISTED_PER_FILE} are)",
+                r.problems_not_listed,
+                if r.problems_not_listed == 1 { "" } else { "s" },
+            )?;
+        }
     }
-    let files_failed = reports.iter().filter(|r| r.error.is_some()).count();
-    let valid: usize = reports.iter().map(|r| r.valid).sum();
-    let invalid: usize = reports.iter().map(|r| r.invalid).sum();
-    let files = reports.len();
-    let mut summary = format!(
-        "{} trigger{} in {files} file{}: {valid} valid, {invalid} invalid",
-        valid + invalid,
-        if valid + invalid == 1 { "" } else { "s" },
-        if files == 1 { "" } else { "s" },
-    );
-    if files_failed > 0 {
-        summary.push_str(&format!(", {files_failed} file(s) not checked"));
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    let mut parts = Vec::new();
+    let trigger_files: Vec<&FileReport> = reports.iter().filter(|r| !r.is_scenario()).collect();
+    if !trigger_files.is_empty() {
+        let files_failed = trigger_files.iter().filter(|r| r.error.is_some()).count();
+        let valid: usize = trigger_files.iter().map(|r| r.valid).sum();
+        let invalid: usize = trigger_files.iter().map(|r| r.invalid).sum();
+        let files = trigger_files.len();
+        let mut part = format!(
+            "{} trigger{} in {files} file{}: {valid} valid, {invalid} invalid",
+            valid + invalid,
+            plural(valid + invalid),
+            plural(files),
+        );
+        if files_failed > 0 {
+            part.push_str(&format!(", {files_failed} file(s) not checked"));
+        }
+        parts.push(part);
     }
-    writeln!(out, "{summary}")
+    let scenarios: Vec<&FileReport> = reports.iter().filter(|r| r.is_scenario()).collect();
+    if !scenarios.is_empty() {
+        let valid = scenarios.iter().filter(|r| r.ok()).count();
+        parts.push(format!(
+            "{} scenario{}: {valid} valid, {} invalid",
+            scenarios.len(),
+            plural(scenarios.len()),
+            scenarios.len() - valid
+        ));
+    }
+    writeln!(out, "{}", parts.join("; "))
 }

@@ -48,7 +48,7 @@ pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::bounded_read::BoundedReadError,
     },
     #[error("config file {}: {message}", path.display())]
     File { path: PathBuf, message: String },
@@ -263,10 +263,12 @@ impl Layers {
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text =
+            crate::bounded_read::read_to_string(path, crate::bounded_read::MAX_SETTINGS_FILE)
+                .map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
         let file_error = |message: String| ConfigError::File {
             path: path.to_owned(),
             message,

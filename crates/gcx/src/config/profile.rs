@@ -38,23 +38,24 @@ pub fn profiles_path(home: &Path) -> PathBuf {
 /// A named profile that is missing, or a file that cannot be read or parsed, is an error
 /// naming the file (and, for a missing profile, the profiles it holds).
 pub fn read(path: &Path, named: Option<&str>) -> Result<Option<Profile>, ConfigError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
-            return Ok(None);
-        }
-        Err(e) => {
-            return Err(ConfigError::Profile {
-                path: path.to_owned(),
-                message: match named {
-                    Some(n) => {
-                        format!("profile {n:?} was asked for, but the file cannot be read: {e}")
-                    }
-                    None => format!("cannot read the file: {e}"),
-                },
-            });
-        }
-    };
+    let text =
+        match crate::bounded_read::read_to_string(path, crate::bounded_read::MAX_SETTINGS_FILE) {
+            Ok(t) => t,
+            Err(e) if e.is_not_found() && named.is_none() => {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(ConfigError::Profile {
+                    path: path.to_owned(),
+                    message: match named {
+                        Some(n) => {
+                            format!("profile {n:?} was asked for, but the file cannot be read: {e}")
+                        }
+                        None => format!("cannot read the file: {e}"),
+                    },
+                });
+            }
+        };
     let table: Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Profile {

@@ -152,8 +152,10 @@ impl Fleet {
         };
         let next_arrival = arrivals.as_mut().and_then(Arrivals::next_at);
         let (end_at, iterations) = match spec.end {
-            RunEnd::Duration(d) => (Some(spec.login_over + d), None),
-            RunEnd::Iterations { count, max } => (max.map(|m| spec.login_over + m), Some(count)),
+            RunEnd::Duration(d) => (Some(spec.login_over.saturating_add(d)), None),
+            RunEnd::Iterations { count, max } => {
+                (max.map(|m| spec.login_over.saturating_add(m)), Some(count))
+            }
         };
         let share = spec.invalid_share.clamp(0.0, 0.5);
         Fleet {
@@ -252,7 +254,7 @@ impl Fleet {
             return;
         }
         let dwell = self.dwell[idx(state)].sample(&mut slot.rng);
-        self.timers.push(Reverse((at + dwell, agent)));
+        self.timers.push(Reverse((at.saturating_add(dwell), agent)));
     }
 
     fn fire(&mut self, agent: u32, at: Duration, out: &mut impl FnMut(PlannedEvent)) {
@@ -355,7 +357,7 @@ impl Fleet {
             self.idle.push_back(agent);
         } else {
             let dwell = self.dwell[idx(next)].sample(&mut slot.rng);
-            self.timers.push(Reverse((at + dwell, agent)));
+            self.timers.push(Reverse((at.saturating_add(dwell), agent)));
         }
     }
 

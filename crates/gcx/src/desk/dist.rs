@@ -7,8 +7,9 @@ use super::rng::SimRng;
 /// z of the 95th percentile of the standard normal: lognormal sigma = ln(p95/median) / z95.
 const Z95: f64 = 1.644_853_626_951_472_2;
 /// Longest single dwell we draw: an exponential or lognormal tail must not stall an agent
-/// for days (and `Duration::from_secs_f64` must not overflow).
-const MAX_DWELL: Duration = Duration::from_secs(24 * 3600);
+/// for days (and no conversion to `Duration` can overflow). Scenario checks refuse longer
+/// parameters.
+pub const MAX_DWELL: Duration = Duration::from_secs(24 * 3600);
 
 /// One state's dwell time.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,21 +68,23 @@ impl TimeDist {
                 (mu + sigma * rng.normal()).exp()
             }
         };
-        Duration::from_secs_f64(secs.clamp(0.0, MAX_DWELL.as_secs_f64()))
+        // A NaN (which no valid parameters give) becomes the longest dwell, not a panic.
+        Duration::try_from_secs_f64(secs.clamp(0.0, MAX_DWELL.as_secs_f64())).unwrap_or(MAX_DWELL)
     }
 
     /// The mean (for capacity hints in reports and defaults).
     pub fn mean(&self) -> Duration {
         match *self {
             TimeDist::Fixed(d) => d,
-            TimeDist::Uniform { min, max } => (min + max) / 2,
+            TimeDist::Uniform { min, max } => min / 2 + max / 2,
             TimeDist::Exponential { mean } => mean,
             TimeDist::LogNormal { median, p95 } => {
                 let sigma = (p95.as_secs_f64() / median.as_secs_f64()).ln() / Z95;
-                Duration::from_secs_f64(
+                Duration::try_from_secs_f64(
                     (median.as_secs_f64() * (sigma * sigma / 2.0).exp())
                         .min(MAX_DWELL.as_secs_f64()),
                 )
+                .unwrap_or(MAX_DWELL)
             }
         }
     }

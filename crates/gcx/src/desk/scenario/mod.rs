@@ -2,10 +2,14 @@
 //! win). Every error names the file, the line and the field, and says what is accepted,
 //! before any event is sent. The file format is documented in `examples/scenarios/`.
 
+pub mod bounds;
+mod error;
 mod locate;
 mod overrides;
 mod raw;
 
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +18,8 @@ use gcx_protocol::AgentState;
 use toml::Spanned;
 use uuid::Uuid;
 
+pub use bounds::MAX_AGENTS;
+pub use error::{ScenarioError, ScenarioViolation};
 pub use overrides::Overrides;
 
 use super::agents::{LoadModel, RunEnd};
@@ -22,9 +28,6 @@ use super::schedule::{ArrivalPattern, RateProfile, Stage};
 use super::thresholds::Threshold;
 use super::workflow::{Workflow, WorkflowError, idx};
 use raw::{Dur, RawScenario};
-
-/// Most agents one run (or shard) simulates.
-pub const MAX_AGENTS: u64 = 1_000_000;
 
 /// Who the agents are.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,38 +104,6 @@ pub struct Scenario {
     pub base_url: Option<(String, String)>,
 }
 
-/// A scenario that cannot be run, and where.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}{}: {}", origin, location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default(), self.what())]
-pub struct ScenarioError {
-    /// The file (or `command line`).
-    pub origin: String,
-    /// 1-based line and column, when the error is in a file.
-    pub location: Option<(usize, usize)>,
-    /// The dotted key (`load.rate`) or flag (`--rate`).
-    pub field: String,
-    pub message: String,
-}
-
-impl ScenarioError {
-    fn what(&self) -> String {
-        if self.field.is_empty() {
-            self.message.clone()
-        } else {
-            format!("`{}`: {}", self.field, self.message)
-        }
-    }
-
-    pub(crate) fn flag(flag: &str, message: impl Into<String>) -> ScenarioError {
-        ScenarioError {
-            origin: "command line".into(),
-            location: None,
-            field: flag.into(),
-            message: message.into(),
-        }
-    }
-}
-
 fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
@@ -186,20 +157,40 @@ impl Default for Scenario {
     }
 }
 
-/// Checks values against one file, turning spans into lines.
+/// Checks values against one file, turning spans into lines and keeping every violation.
 struct Checker<'a> {
     origin: String,
     text: &'a str,
+    /// Every violation found so far, in the order of the checks.
+    found: RefCell<Vec<ScenarioViolation>>,
 }
 
+/// A check's answer: the value, or the violation (not yet kept).
+type Checked<T> = Result<T, ScenarioViolation>;
+
 impl Checker<'_> {
-    fn err(&self, span: Range<usize>, field: &str, message: impl Into<String>) -> ScenarioError {
-        ScenarioError {
+    fn err(
+        &self,
+        span: Range<usize>,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ScenarioViolation {
+        ScenarioViolation {
             origin: self.origin.clone(),
             location: Some(locate::line_col(self.text, span.start)),
             field: field.to_owned(),
             message: message.into(),
         }
+    }
+
+    /// Records a violation.
+    fn report(&self, v: ScenarioViolation) {
+        self.found.borrow_mut().push(v);
+    }
+
+    /// The value of a check, recording its violation instead when it failed.
+    fn keep<T>(&self, checked: Checked<T>) -> Option<T> {
+        checked.map_err(|v| self.report(v)).ok()
     }
 
     fn int_in<T: TryFrom<i64>>(
@@ -209,7 +200,7 @@ impl Checker<'_> {
         lo: i64,
         hi: i64,
         what: &str,
-    ) -> Result<T, ScenarioError> {
+    ) -> Checked<T> {
         let n = *v.get_ref();
         if n < lo || n > hi {
             return Err(self.err(
@@ -221,15 +212,29 @@ impl Checker<'_> {
         T::try_from(n).map_err(|_| self.err(v.span(), field, format!("{n} is out of range")))
     }
 
-    fn positive(&self, v: &Spanned<Dur>, field: &str) -> Result<Duration, ScenarioError> {
-        let d = v.get_ref().0;
-        if d.is_zero() {
-            return Err(self.err(v.span(), field, "must be longer than 0"));
-        }
-        Ok(d)
+    /// A duration above zero and at most [`bounds::MAX_SPAN`].
+    fn positive(&self, v: &Spanned<Dur>, field: &str) -> Checked<Duration> {
+        self.span_in(v, field, false)
     }
 
-    fn state(&self, v: &Spanned<String>, field: &str) -> Result<AgentState, ScenarioError> {
+    /// A duration at most [`bounds::MAX_SPAN`] (zero allowed when `zero_ok`).
+    fn span_in(&self, v: &Spanned<Dur>, field: &str, zero_ok: bool) -> Checked<Duration> {
+        let d = v.get_ref().0;
+        match bounds::span_problem(d, zero_ok, bounds::MAX_SPAN, bounds::MAX_SPAN_TEXT) {
+            Some(m) => Err(self.err(v.span(), field, m)),
+            None => Ok(d),
+        }
+    }
+
+    fn rate(&self, v: &Spanned<f64>, field: &str) -> Checked<f64> {
+        let r = *v.get_ref();
+        match bounds::rate_problem(r, true) {
+            Some(m) => Err(self.err(v.span(), field, m)),
+            None => Ok(r),
+        }
+    }
+
+    fn state(&self, v: &Spanned<String>, field: &str) -> Checked<AgentState> {
         AgentState::from_name(v.get_ref()).ok_or_else(|| {
             self.err(
                 v.span(),
@@ -243,9 +248,9 @@ impl Checker<'_> {
         })
     }
 
-    fn dist(&self, v: &Spanned<toml::Value>, field: &str) -> Result<TimeDist, ScenarioError> {
+    fn dist(&self, v: &Spanned<toml::Value>, field: &str) -> Checked<TimeDist> {
         let bad = |m: String| self.err(v.span(), field, m);
-        let dur = |val: Option<&toml::Value>, key: &str| -> Result<Duration, ScenarioError> {
+        let dur = |val: Option<&toml::Value>, key: &str| -> Checked<Duration> {
             let val = val.ok_or_else(|| bad(format!("missing `{key}`")))?;
             value_duration(val).map_err(|m| bad(format!("`{key}`: {m}")))
         };
@@ -300,8 +305,9 @@ impl Checker<'_> {
     }
 }
 
+/// A dwell time's duration: at most [`bounds::MAX_DWELL`] (a longer draw would be cut).
 fn value_duration(v: &toml::Value) -> Result<Duration, String> {
-    match v {
+    let d = match v {
         toml::Value::Integer(i) => u64::try_from(*i)
             .map(Duration::from_millis)
             .map_err(|_| format!("a duration must not be negative, got {i}")),
@@ -312,28 +318,39 @@ fn value_duration(v: &toml::Value) -> Result<Duration, String> {
             "expected a duration (\"250ms\", \"10s\" or milliseconds), got {}",
             other.type_str()
         )),
+    }?;
+    match bounds::span_problem(d, true, bounds::MAX_DWELL, "24h (one dwell time)") {
+        Some(m) => Err(m),
+        None => Ok(d),
     }
 }
 
+/// The most bytes a scenario file may hold.
+pub const MAX_FILE_BYTES: u64 = crate::bounded_read::MAX_SETTINGS_FILE;
+
 impl Scenario {
-    /// Reads and checks a scenario file.
+    /// Reads and checks a scenario file (at most [`MAX_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            origin: path.display().to_string(),
-            location: None,
-            field: String::new(),
-            message: format!("cannot read the scenario file: {e}"),
+        let text = crate::bounded_read::read_to_string(path, MAX_FILE_BYTES).map_err(|e| {
+            ScenarioViolation {
+                origin: path.display().to_string(),
+                location: None,
+                field: String::new(),
+                message: format!("cannot read the scenario file: {e}"),
+            }
         })?;
         let mut s = Scenario::from_toml(&text, &path.display().to_string())?;
         s.source = Some(path.to_owned());
         Ok(s)
     }
 
-    /// Parses and checks scenario text; `origin` names it in errors.
+    /// Parses and checks scenario text; `origin` names it in errors. Every violation is
+    /// reported (pure: no I/O).
     pub fn from_toml(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
         let c = Checker {
             origin: origin.to_owned(),
             text,
+            found: RefCell::new(Vec::new()),
         };
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -350,212 +367,83 @@ impl Scenario {
             s.name = stem.to_string_lossy().into_owned();
         }
         s.seed = raw.seed.as_ref().map(|v| *v.get_ref());
-
-        // Injector.
-        let inj = &mut s.injector;
-        if let Some(v) = &raw.batch_size {
-            inj.batch_size = c.int_in(
-                v,
-                "batch_size",
-                1,
-                500,
-                "the events endpoint takes 1-500 events per request",
-            )?;
-        }
-        if let Some(v) = &raw.time_slice {
-            let d = c.positive(v, "time_slice")?;
-            if d > Duration::from_secs(10) {
-                return Err(c.err(v.span(), "time_slice", "must be 10s or less"));
-            }
-            inj.time_slice = d;
-        }
-        if let Some(v) = &raw.async_mode {
-            inj.async_mode = *v.get_ref();
-        }
-        if let Some(v) = &raw.max_in_flight {
-            inj.max_in_flight =
-                c.int_in(v, "max_in_flight", 1, 4096, "requests unanswered at once")?;
-        }
-        if let Some(v) = &raw.request_timeout {
-            inj.request_timeout = c.positive(v, "request_timeout")?;
-        }
-        if let Some(v) = &raw.retry_deadline {
-            inj.retry_deadline = c.positive(v, "retry_deadline")?;
-        }
-        if let Some(v) = &raw.max_lag {
-            inj.max_lag = c.positive(v, "max_lag")?;
-        }
-        if let Some(v) = &raw.invalid_transitions {
-            let x = *v.get_ref();
-            if !(0.0..=0.5).contains(&x) {
-                return Err(c.err(
-                    v.span(),
-                    "invalid_transitions",
-                    format!("a share from 0 to 0.5, got {x}"),
-                ));
-            }
-            s.invalid_share = x;
-        }
-        if let Some(v) = &raw.base_url {
-            if let Err(e) = reqwest::Url::parse(v.get_ref()) {
-                return Err(c.err(
-                    v.span(),
-                    "base_url",
-                    format!("not a URL ({e}); e.g. \"http://127.0.0.1:8080\""),
-                ));
-            }
-            let (line, _) = locate::line_col(text, v.span().start);
-            s.base_url = Some((v.get_ref().clone(), format!("{origin}:{line} `base_url`")));
-        }
+        injector(&c, &raw, &mut s);
 
         // End of the run.
-        let duration = match &raw.duration {
-            Some(v) => Some(c.positive(v, "duration")?),
-            None => None,
-        };
+        let duration = raw
+            .duration
+            .as_ref()
+            .and_then(|v| c.keep(c.positive(v, "duration")));
         if let Some(v) = &raw.iterations {
-            let count = c.int_in(v, "iterations", 1, i64::MAX, "interactions to run")?;
-            s.end = RunEnd::Iterations {
-                count,
-                max: duration,
-            };
+            if let Some(count) = c.keep(c.int_in(
+                v,
+                "iterations",
+                1,
+                bounds::MAX_ITERATIONS as i64,
+                "interactions to run",
+            )) {
+                s.end = RunEnd::Iterations {
+                    count,
+                    max: duration,
+                };
+            }
         } else if let Some(d) = duration {
             s.end = RunEnd::Duration(d);
         }
 
-        // Agents.
         if let Some(a) = &raw.agents {
-            match (&a.count, &a.ids) {
-                (Some(_), Some(ids)) => {
-                    return Err(c.err(
-                        ids.span(),
-                        "agents.ids",
-                        "give either `count` or `ids`, not both",
-                    ));
-                }
-                (Some(n), None) => {
-                    s.agents = Agents::Count(c.int_in(
-                        n,
-                        "agents.count",
-                        1,
-                        MAX_AGENTS as i64,
-                        "agents to simulate",
-                    )?);
-                }
-                (None, Some(ids)) => {
-                    if ids.get_ref().is_empty() {
-                        return Err(c.err(ids.span(), "agents.ids", "needs at least one agent id"));
-                    }
-                    let mut out = Vec::with_capacity(ids.get_ref().len());
-                    for id in ids.get_ref() {
-                        let parsed = parse_agent_id(id.get_ref())
-                            .map_err(|m| c.err(id.span(), "agents.ids", m))?;
-                        if out.contains(&parsed) {
-                            return Err(c.err(
-                                id.span(),
-                                "agents.ids",
-                                format!("{parsed} appears twice"),
-                            ));
-                        }
-                        out.push(parsed);
-                    }
-                    s.agents = Agents::Ids(out);
-                }
-                (None, None) => {}
-            }
-            if let Some(v) = &a.login_over {
-                s.login_over = v.get_ref().0;
-            }
+            agents(&c, a, &mut s);
         }
-
-        // Load model.
-        if let Some(load) = &raw.load {
-            s.load = load_model(&c, load, &mut s.end, raw.duration.is_some())?;
+        if let Some(load) = &raw.load
+            && let Some(model) = load_model(&c, load, &mut s.end, raw.duration.is_some())
+        {
+            s.load = model;
         }
-
-        // Workflow.
-        if let Some(wf) = raw.workflow {
-            let start = match &wf.start {
-                Some(v) => c.state(v, "workflow.start")?,
-                None => AgentState::Available,
-            };
-            let mut edges: Vec<(AgentState, AgentState, f64)> = s.workflow.edges().collect();
-            // Where each state's row was written, for errors about it.
-            let mut rows: [Option<Range<usize>>; 5] = Default::default();
-            if let Some(next) = wf.next {
-                for (from, row) in AgentState::ALL.into_iter().zip(next.into_array()) {
-                    let Some(row) = row else { continue };
-                    let field = format!("workflow.next.{}", from.short_name());
-                    rows[idx(from)] = Some(row.span());
-                    edges.retain(|(f, _, _)| *f != from);
-                    for (to, w) in AgentState::ALL
-                        .into_iter()
-                        .zip(row.into_inner().into_array())
-                    {
-                        let Some(w) = w else { continue };
-                        let weight = *w.get_ref();
-                        if !from.can_move_to(to) {
-                            return Err(c.err(
-                                w.span(),
-                                &field,
-                                WorkflowError::NotAllowed { from, to }.to_string(),
-                            ));
-                        }
-                        if !weight.is_finite() || weight < 0.0 {
-                            return Err(c.err(
-                                w.span(),
-                                &field,
-                                format!("a weight must be a number >= 0, got {weight}"),
-                            ));
-                        }
-                        edges.push((from, to, weight));
-                    }
-                }
-            }
-            s.workflow = Workflow::new(start, &edges).map_err(|e| {
-                let (span, field) = match &e {
-                    WorkflowError::NoWayOut { state } => (
-                        rows[idx(*state)]
-                            .clone()
-                            .or_else(|| wf.start.as_ref().map(Spanned::span)),
-                        format!("workflow.next.{}", state.short_name()),
-                    ),
-                    _ => (None, "workflow".to_owned()),
-                };
-                c.err(span.unwrap_or(0..0), &field, e.to_string())
-            })?;
+        if let Some(wf) = raw.workflow
+            && let Some(w) = workflow(&c, wf, &s.workflow)
+        {
+            s.workflow = w;
         }
 
         // Time in state.
         if let Some(t) = raw.time_in_state {
             for (state, v) in AgentState::ALL.into_iter().zip(t.into_array()) {
-                if let Some(v) = v {
-                    s.dwell[idx(state)] =
-                        c.dist(&v, &format!("time_in_state.{}", state.short_name()))?;
+                if let Some(v) = v
+                    && let Some(d) =
+                        c.keep(c.dist(&v, &format!("time_in_state.{}", state.short_name())))
+                {
+                    s.dwell[idx(state)] = d;
                 }
             }
         }
 
         // Query-back.
         if let Some(q) = &raw.query {
-            if let Some(v) = &q.interval {
-                s.query.interval = c.positive(v, "query.interval")?;
+            if let Some(v) = &q.interval
+                && let Some(d) = c.keep(c.positive(v, "query.interval"))
+            {
+                s.query.interval = d;
             }
-            if let Some(v) = &q.timeout {
-                s.query.timeout = v.get_ref().0;
+            if let Some(v) = &q.timeout
+                && let Some(d) = c.keep(c.span_in(v, "query.timeout", true))
+            {
+                s.query.timeout = d;
             }
         }
 
         // Thresholds.
         for t in raw.thresholds.iter().flatten() {
-            let parsed: Threshold =
-                t.get_ref()
-                    .parse()
-                    .map_err(|e: super::thresholds::ThresholdError| {
-                        c.err(t.span(), "thresholds", e.to_string())
-                    })?;
-            s.thresholds.push(parsed);
+            let parsed = t
+                .get_ref()
+                .parse()
+                .map_err(|e: super::thresholds::ThresholdError| {
+                    c.err(t.span(), "thresholds", e.to_string())
+                });
+            if let Some(parsed) = c.keep(parsed) {
+                s.thresholds.push(parsed);
+            }
         }
+        ScenarioError::check(c.found.into_inner())?;
         Ok(s)
     }
 
@@ -580,12 +468,213 @@ pub fn parse_agent_id(s: &str) -> Result<Uuid, String> {
     Ok(u)
 }
 
+/// The top-level keys that shape sending.
+fn injector(c: &Checker<'_>, raw: &RawScenario, s: &mut Scenario) {
+    let inj = &mut s.injector;
+    if let Some(v) = &raw.batch_size
+        && let Some(n) = c.keep(c.int_in(
+            v,
+            "batch_size",
+            1,
+            500,
+            "the events endpoint takes 1-500 events per request",
+        ))
+    {
+        inj.batch_size = n;
+    }
+    if let Some(v) = &raw.time_slice
+        && let Some(d) = c.keep(c.positive(v, "time_slice"))
+    {
+        if d > Duration::from_secs(10) {
+            c.report(c.err(v.span(), "time_slice", "must be 10s or less"));
+        } else {
+            inj.time_slice = d;
+        }
+    }
+    if let Some(v) = &raw.async_mode {
+        inj.async_mode = *v.get_ref();
+    }
+    if let Some(v) = &raw.max_in_flight
+        && let Some(n) =
+            c.keep(c.int_in(v, "max_in_flight", 1, 4096, "requests unanswered at once"))
+    {
+        inj.max_in_flight = n;
+    }
+    for (v, field, slot) in [
+        (
+            &raw.request_timeout,
+            "request_timeout",
+            &mut inj.request_timeout,
+        ),
+        (
+            &raw.retry_deadline,
+            "retry_deadline",
+            &mut inj.retry_deadline,
+        ),
+        (&raw.max_lag, "max_lag", &mut inj.max_lag),
+    ] {
+        if let Some(v) = v
+            && let Some(d) = c.keep(c.positive(v, field))
+        {
+            *slot = d;
+        }
+    }
+    if let Some(v) = &raw.invalid_transitions {
+        let x = *v.get_ref();
+        if (0.0..=0.5).contains(&x) {
+            s.invalid_share = x;
+        } else {
+            c.report(c.err(
+                v.span(),
+                "invalid_transitions",
+                format!("a share from 0 to 0.5, got {x}"),
+            ));
+        }
+    }
+    if let Some(v) = &raw.base_url {
+        match reqwest::Url::parse(v.get_ref()) {
+            Err(e) => c.report(c.err(
+                v.span(),
+                "base_url",
+                format!("not a URL ({e}); e.g. \"http://127.0.0.1:8080\""),
+            )),
+            Ok(_) => {
+                let (line, _) = locate::line_col(c.text, v.span().start);
+                s.base_url = Some((
+                    v.get_ref().clone(),
+                    format!("{}:{line} `base_url`", c.origin),
+                ));
+            }
+        }
+    }
+}
+
+fn agents(c: &Checker<'_>, a: &raw::RawAgents, s: &mut Scenario) {
+    match (&a.count, &a.ids) {
+        (Some(_), Some(ids)) => c.report(c.err(
+            ids.span(),
+            "agents.ids",
+            "give either `count` or `ids`, not both",
+        )),
+        (Some(n), None) => {
+            if let Some(n) = c.keep(c.int_in(
+                n,
+                "agents.count",
+                1,
+                MAX_AGENTS as i64,
+                "agents to simulate",
+            )) {
+                s.agents = Agents::Count(n);
+            }
+        }
+        (None, Some(ids)) => {
+            let given = ids.get_ref();
+            if given.is_empty() {
+                c.report(c.err(ids.span(), "agents.ids", "needs at least one agent id"));
+            } else if given.len() as u64 > MAX_AGENTS {
+                c.report(c.err(
+                    ids.span(),
+                    "agents.ids",
+                    format!("at most {MAX_AGENTS} agents, got {}", given.len()),
+                ));
+            } else {
+                let mut out = Vec::with_capacity(given.len());
+                let mut seen = HashSet::with_capacity(given.len());
+                let before = c.found.borrow().len();
+                for id in given {
+                    let Some(parsed) = c.keep(
+                        parse_agent_id(id.get_ref()).map_err(|m| c.err(id.span(), "agents.ids", m)),
+                    ) else {
+                        continue;
+                    };
+                    if !seen.insert(parsed) {
+                        c.report(c.err(id.span(), "agents.ids", format!("{parsed} appears twice")));
+                        continue;
+                    }
+                    out.push(parsed);
+                }
+                if c.found.borrow().len() == before {
+                    s.agents = Agents::Ids(out);
+                }
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(v) = &a.login_over
+        && let Some(d) = c.keep(c.span_in(v, "agents.login_over", true))
+    {
+        s.login_over = d;
+    }
+}
+
+fn workflow(c: &Checker<'_>, wf: raw::RawWorkflow, default: &Workflow) -> Option<Workflow> {
+    let start = match &wf.start {
+        Some(v) => c.keep(c.state(v, "workflow.start"))?,
+        None => AgentState::Available,
+    };
+    let mut edges: Vec<(AgentState, AgentState, f64)> = default.edges().collect();
+    // Where each state's row was written, for errors about it.
+    let mut rows: [Option<Range<usize>>; 5] = Default::default();
+    let mut bad_edge = false;
+    if let Some(next) = wf.next {
+        for (from, row) in AgentState::ALL.into_iter().zip(next.into_array()) {
+            let Some(row) = row else { continue };
+            let field = format!("workflow.next.{}", from.short_name());
+            rows[idx(from)] = Some(row.span());
+            edges.retain(|(f, _, _)| *f != from);
+            for (to, w) in AgentState::ALL
+                .into_iter()
+                .zip(row.into_inner().into_array())
+            {
+                let Some(w) = w else { continue };
+                let weight = *w.get_ref();
+                if !from.can_move_to(to) {
+                    bad_edge = true;
+                    c.report(c.err(
+                        w.span(),
+                        &field,
+                        WorkflowError::NotAllowed { from, to }.to_string(),
+                    ));
+                } else if !weight.is_finite() || !(0.0..=bounds::MAX_WEIGHT).contains(&weight) {
+                    bad_edge = true;
+                    c.report(c.err(
+                        w.span(),
+                        &field,
+                        format!(
+                            "a weight must be a number from 0 to {}, got {weight}",
+                            bounds::MAX_WEIGHT
+                        ),
+                    ));
+                } else {
+                    edges.push((from, to, weight));
+                }
+            }
+        }
+    }
+    if bad_edge {
+        return None;
+    }
+    let built = Workflow::new(start, &edges).map_err(|e| {
+        let (span, field) = match &e {
+            WorkflowError::NoWayOut { state } => (
+                rows[idx(*state)]
+                    .clone()
+                    .or_else(|| wf.start.as_ref().map(Spanned::span)),
+                format!("workflow.next.{}", state.short_name()),
+            ),
+            _ => (None, "workflow".to_owned()),
+        };
+        c.err(span.unwrap_or(0..0), &field, e.to_string())
+    });
+    c.keep(built)
+}
+
 fn load_model(
     c: &Checker<'_>,
     load: &Spanned<raw::RawLoad>,
     end: &mut RunEnd,
     has_duration: bool,
-) -> Result<LoadModel, ScenarioError> {
+) -> Option<LoadModel> {
     let l = load.get_ref();
     let closed = match &l.model {
         None => false,
@@ -593,15 +682,17 @@ fn load_model(
             "open" => false,
             "closed" => true,
             other => {
-                return Err(c.err(
+                c.report(c.err(
                     m.span(),
                     "load.model",
                     format!("unknown model {other:?}; use \"open\" or \"closed\""),
                 ));
+                return None;
             }
         },
     };
     if closed {
+        let mut ok = true;
         for (present, field) in [
             (l.rate.as_ref().map(Spanned::span), "load.rate"),
             (l.arrival.as_ref().map(Spanned::span), "load.arrival"),
@@ -611,68 +702,80 @@ fn load_model(
             ),
         ] {
             if let Some(span) = present {
-                return Err(c.err(span, field, "applies to the open model only (the closed model's pace is the agents' idle time)"));
+                ok = false;
+                c.report(c.err(span, field, "applies to the open model only (the closed model's pace is the agents' idle time)"));
             }
         }
-        return Ok(LoadModel::Closed);
+        return ok.then_some(LoadModel::Closed);
     }
     let pattern = match &l.arrival {
-        None => ArrivalPattern::Poisson,
+        None => Some(ArrivalPattern::Poisson),
         Some(a) => match a.get_ref().as_str() {
-            "poisson" => ArrivalPattern::Poisson,
-            "uniform" => ArrivalPattern::Uniform,
+            "poisson" => Some(ArrivalPattern::Poisson),
+            "uniform" => Some(ArrivalPattern::Uniform),
             other => {
-                return Err(c.err(
+                c.report(c.err(
                     a.span(),
                     "load.arrival",
                     format!("unknown arrival pattern {other:?}; use \"poisson\" or \"uniform\""),
                 ));
+                None
             }
         },
     };
-    let rate_ok = |v: &Spanned<f64>, field: &str| -> Result<f64, ScenarioError> {
-        let r = *v.get_ref();
-        if !r.is_finite() || r < 0.0 {
-            return Err(c.err(
-                v.span(),
-                field,
-                format!("arrivals per second must be a number >= 0, got {r}"),
-            ));
-        }
-        Ok(r)
-    };
     let start_rate = match &l.rate {
-        Some(v) => rate_ok(v, "load.rate")?,
-        None => {
-            if l.stages.is_some() {
-                0.0
-            } else {
-                RateProfile::constant(10.0).start_rate
-            }
-        }
+        Some(v) => c.keep(c.rate(v, "load.rate")),
+        None if l.stages.is_some() => Some(0.0),
+        None => Some(RateProfile::constant(10.0).start_rate),
     };
-    let mut stages = Vec::new();
+    let mut stages = Some(Vec::new());
     for st in l.stages.iter().flatten() {
-        let s = st.get_ref();
-        stages.push(Stage {
-            duration: c.positive(&s.duration, "load.stages.duration")?,
-            target: rate_ok(&s.target, "load.stages.target")?,
-        });
+        let raw = st.get_ref();
+        let duration = c.keep(c.positive(&raw.duration, "load.stages.duration"));
+        let target = c.keep(c.rate(&raw.target, "load.stages.target"));
+        match (duration, target, stages.as_mut()) {
+            (Some(duration), Some(target), Some(list)) => list.push(Stage { duration, target }),
+            _ => stages = None,
+        }
     }
-    let profile = RateProfile { start_rate, stages };
+    let profile = RateProfile {
+        start_rate: start_rate?,
+        stages: stages?,
+    };
+    if profile.stages_duration() > bounds::MAX_SPAN {
+        let span = l
+            .stages
+            .as_ref()
+            .and_then(|s| s.first())
+            .map_or(load.span(), Spanned::span);
+        c.report(c.err(
+            span,
+            "load.stages",
+            format!(
+                "the stages together must last at most {}, got {}",
+                bounds::MAX_SPAN_TEXT,
+                humantime::format_duration(profile.stages_duration())
+            ),
+        ));
+        return None;
+    }
     if profile.start_rate == 0.0 && profile.stages.iter().all(|s| s.target == 0.0) {
         let span = l.rate.as_ref().map_or(load.span(), Spanned::span);
-        return Err(c.err(
+        c.report(c.err(
             span,
             "load.rate",
             "no interaction would ever arrive: give a rate (or a stage target) above 0",
         ));
+        return None;
     }
     // Stages without an explicit duration: the run lasts as long as the stages.
     if !has_duration && !profile.stages.is_empty() && matches!(end, RunEnd::Duration(_)) {
         *end = RunEnd::Duration(profile.stages_duration());
     }
-    Ok(LoadModel::Open { profile, pattern })
+    Some(LoadModel::Open {
+        profile,
+        pattern: pattern?,
+    })
 }
 
 #[cfg(test)]

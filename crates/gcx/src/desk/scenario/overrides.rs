@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::super::agents::{LoadModel, RunEnd};
 use super::super::schedule::RateProfile;
-use super::{Agents, MAX_AGENTS, Scenario, ScenarioError};
+use super::bounds::{self, MAX_AGENTS, MAX_ITERATIONS};
+use super::{Agents, Scenario, ScenarioError, ScenarioViolation};
 
 /// Values given on the command line; `None` keeps the scenario's.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,20 +23,27 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// Applies every value that is in range; reports every one that is not.
     pub(super) fn apply(&self, s: &mut Scenario) -> Result<(), ScenarioError> {
+        let mut found = Vec::new();
+        let mut bad = |flag: &str, message: String| {
+            found.push(ScenarioViolation::flag(flag, message));
+        };
         if let Some(n) = self.agents {
             if n == 0 || n > MAX_AGENTS {
-                return Err(ScenarioError::flag(
-                    "--agents",
-                    format!("must be 1 to {MAX_AGENTS}, got {n}"),
-                ));
+                bad("--agents", format!("must be 1 to {MAX_AGENTS}, got {n}"));
+            } else {
+                s.agents = Agents::Count(n);
             }
-            s.agents = Agents::Count(n);
         }
-        if let Some(d) = self.duration {
-            if d.is_zero() {
-                return Err(ScenarioError::flag("--duration", "must be longer than 0"));
+        let duration = self.duration.filter(|d| {
+            let problem = bounds::span_problem(*d, false, bounds::MAX_SPAN, bounds::MAX_SPAN_TEXT);
+            if let Some(m) = &problem {
+                bad("--duration", m.clone());
             }
+            problem.is_none()
+        });
+        if let Some(d) = duration {
             s.end = match s.end {
                 RunEnd::Iterations { count, .. } if self.iterations.is_none() => {
                     RunEnd::Iterations {
@@ -47,55 +55,54 @@ impl Overrides {
             };
         }
         if let Some(n) = self.iterations {
-            if n == 0 {
-                return Err(ScenarioError::flag("--iterations", "must be at least 1"));
+            if n == 0 || n > MAX_ITERATIONS {
+                bad(
+                    "--iterations",
+                    format!("must be 1 to {MAX_ITERATIONS}, got {n}"),
+                );
+            } else {
+                s.end = RunEnd::Iterations {
+                    count: n,
+                    max: duration,
+                };
             }
-            s.end = RunEnd::Iterations {
-                count: n,
-                max: self.duration,
-            };
         }
         if let Some(r) = self.rate {
-            if !r.is_finite() || r <= 0.0 {
-                return Err(ScenarioError::flag(
+            match (&mut s.load, bounds::rate_problem(r, false)) {
+                (_, Some(m)) => bad("--rate", m),
+                (LoadModel::Open { profile, .. }, None) => *profile = RateProfile::constant(r),
+                (LoadModel::Closed, None) => bad(
                     "--rate",
-                    format!("arrivals per second must be a number above 0, got {r}"),
-                ));
-            }
-            match &mut s.load {
-                LoadModel::Open { profile, .. } => *profile = RateProfile::constant(r),
-                LoadModel::Closed => {
-                    return Err(ScenarioError::flag(
-                        "--rate",
-                        "the scenario uses the closed model, whose pace is the agents' idle time; --rate applies to the open model",
-                    ));
-                }
+                    "the scenario uses the closed model, whose pace is the agents' idle time; --rate applies to the open model".into(),
+                ),
             }
         }
         if let Some(seed) = self.seed {
             s.seed = Some(seed);
         }
         if let Some(b) = self.batch_size {
-            if !(1..=500).contains(&b) {
-                return Err(ScenarioError::flag(
+            if (1..=500).contains(&b) {
+                s.injector.batch_size = b;
+            } else {
+                bad(
                     "--batch-size",
                     format!("must be 1 to 500 (the events endpoint's limit), got {b}"),
-                ));
+                );
             }
-            s.injector.batch_size = b;
         }
         if let Some(a) = self.async_mode {
             s.injector.async_mode = a;
         }
         if let Some(x) = self.invalid_share {
-            if !(0.0..=0.5).contains(&x) {
-                return Err(ScenarioError::flag(
+            if (0.0..=0.5).contains(&x) {
+                s.invalid_share = x;
+            } else {
+                bad(
                     "--invalid-transitions",
                     format!("a share from 0 to 0.5, got {x}"),
-                ));
+                );
             }
-            s.invalid_share = x;
         }
-        Ok(())
+        ScenarioError::check(found)
     }
 }

@@ -1,7 +1,10 @@
 use super::*;
 
-fn err(text: &str) -> ScenarioError {
-    Scenario::from_toml(text, "t.toml").unwrap_err()
+/// The one violation `text` has.
+fn err(text: &str) -> ScenarioViolation {
+    let e = Scenario::from_toml(text, "t.toml").unwrap_err();
+    assert_eq!(e.violations.len(), 1, "{e}");
+    e.violations[0].clone()
 }
 
 /// Checks that an error names the line and field and says `needle`.
@@ -108,7 +111,7 @@ fn errors_name_file_line_and_field() {
         "[load]\nmodel = \"open\"\nrate = -5\n",
         3,
         "load.rate",
-        ">= 0",
+        "0, or 0.001 to 100000, got -5.0",
     );
     check_err(
         "[workflow]\nstart = \"lunch\"\n",
@@ -232,7 +235,7 @@ fn flag_errors_name_the_flag() {
             ..Overrides::default()
         })
         .unwrap_err();
-    assert_eq!(e.field, "--rate");
+    assert_eq!(e.violations[0].field, "--rate");
     assert!(e.to_string().starts_with("command line: `--rate`"), "{e}");
     let e = Scenario::default()
         .with_overrides(&Overrides {
@@ -240,7 +243,139 @@ fn flag_errors_name_the_flag() {
             ..Overrides::default()
         })
         .unwrap_err();
-    assert_eq!(e.field, "--batch-size");
+    assert_eq!(e.violations[0].field, "--batch-size");
+    // Every bad flag at once.
+    let e = Scenario::default()
+        .with_overrides(&Overrides {
+            rate: Some(1e-300),
+            agents: Some(0),
+            duration: Some(Duration::from_secs(40 * 24 * 3600)),
+            iterations: Some(u64::MAX),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+    let fields: Vec<&str> = e.violations.iter().map(|v| v.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["--agents", "--duration", "--iterations", "--rate"],
+        "{e}"
+    );
+    assert!(
+        e.violations[3]
+            .message
+            .contains("0.001 to 100000, got 1e-300"),
+        "{e}"
+    );
+}
+
+#[test]
+fn numbers_out_of_range_are_refused_where_they_are() {
+    check_err(
+        "[load]\nrate = 1e-20\n",
+        2,
+        "load.rate",
+        "0, or 0.001 to 100000, got 1e-20",
+    );
+    check_err("[load]\nrate = 1e308\n", 2, "load.rate", "0.001 to 100000");
+    check_err("[load]\nrate = nan\n", 2, "load.rate", "got NaN");
+    check_err(
+        "[load]\nstages = [{ duration = \"1s\", target = 1e300 }]\n",
+        2,
+        "load.stages.target",
+        "0.001 to 100000",
+    );
+    check_err(
+        "[load]\nstages = [{ duration = \"400d\", target = 5 }]\n",
+        2,
+        "load.stages.duration",
+        "at most 30 days",
+    );
+    check_err(
+        "duration = \"1000000000000s\"\n",
+        1,
+        "duration",
+        "at most 30 days",
+    );
+    check_err(
+        "request_timeout = \"31d\"\n",
+        1,
+        "request_timeout",
+        "at most 30 days",
+    );
+    check_err(
+        "[agents]\nlogin_over = \"100y\"\n",
+        2,
+        "agents.login_over",
+        "at most 30 days",
+    );
+    check_err(
+        "[query]\ntimeout = \"60d\"\n",
+        2,
+        "query.timeout",
+        "at most 30 days",
+    );
+    check_err(
+        "iterations = 9223372036854775807\n",
+        1,
+        "iterations",
+        "1 to 1000000000",
+    );
+    check_err(
+        "[time_in_state]\nbusy = { dist = \"uniform\", min = \"1s\", max = \"100000000000s\" }\n",
+        2,
+        "time_in_state.busy",
+        "at most 24h",
+    );
+    check_err(
+        "[time_in_state]\nbusy = \"2d\"\n",
+        2,
+        "time_in_state.busy",
+        "at most 24h",
+    );
+    check_err(
+        "[workflow.next]\nbusy = { connected = 1e300 }\n",
+        2,
+        "workflow.next.busy",
+        "0 to 1000000",
+    );
+    // The edges of the ranges are accepted.
+    let s = Scenario::from_toml(
+        "duration = \"30days\"\n[load]\nrate = 0.001\nstages = [{ duration = \"1s\", target = 100000 }]\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(s.end, RunEnd::Duration(Duration::from_secs(30 * 24 * 3600)));
+}
+
+#[test]
+fn every_violation_is_reported_at_once() {
+    let text = "batch_size = 0\nduration = \"99999d\"\ninvalid_transitions = 2\n\n[agents]\ncount = 0\n\n[load]\nrate = 1e-20\nstages = [{ duration = \"1s\", target = -1 }]\n\n[time_in_state]\nbusy = \"3d\"\n\n[query]\ninterval = 0\n";
+    let e = Scenario::from_toml(text, "t.toml").unwrap_err();
+    let found: Vec<(usize, &str)> = e
+        .violations
+        .iter()
+        .map(|v| (v.location.unwrap().0, v.field.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "batch_size"),
+            (3, "invalid_transitions"),
+            (2, "duration"),
+            (6, "agents.count"),
+            (9, "load.rate"),
+            (10, "load.stages.target"),
+            (13, "time_in_state.busy"),
+            (16, "query.interval"),
+        ],
+        "{e}"
+    );
+    assert_eq!(e.to_string().lines().count(), 8, "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("t.toml:1:14: `batch_size`: must be 1 to 500"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -260,10 +395,11 @@ mod prop {
         /// and a located error's line is inside the text.
         #[test]
         fn never_panics_and_locates_inside(text in "[a-z_\\[\\]=\"0-9. {},\n-]{0,200}") {
-            if let Err(e) = Scenario::from_toml(&text, "p.toml")
-                && let Some((line, _)) = e.location
-            {
-                prop_assert!(line >= 1 && line <= text.lines().count().max(1) + 1);
+            if let Err(e) = Scenario::from_toml(&text, "p.toml") {
+                prop_assert!(!e.violations.is_empty());
+                for (line, _) in e.violations.iter().filter_map(|v| v.location) {
+                    prop_assert!(line >= 1 && line <= text.lines().count().max(1) + 1);
+                }
             }
         }
 

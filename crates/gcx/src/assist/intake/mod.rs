@@ -1,7 +1,7 @@
 //! Intake: trigger files and stdin -> validated triggers, one [`Item`] per trigger with
-//! the line it starts on.
+//! the line it starts on, handed over as it is read.
 //!
-//! Accepted shapes, told apart by the first non-blank character:
+//! Accepted shapes, told apart by the first non-blank character (see [`split`]):
 //! - `[`: a JSON array of triggers. Elements are split by a string- and bracket-aware
 //!   scan before each is parsed, so a broken element costs only itself.
 //! - `{`: one JSON object (pretty-printed over several lines is fine) or, when the whole
@@ -11,18 +11,26 @@
 //!
 //! Each trigger is checked exactly as the engine will check it: the `send` frame it
 //! would travel in must fit in 64 KiB (else one `size` violation), then the catalogue's
-//! rules. Nothing valid is dropped because a neighbour is invalid.
+//! rules. Nothing valid is dropped because a neighbour is invalid. Memory is bounded
+//! whatever the input's size: at most one trigger's text ([`MAX_TRIGGER_TEXT`]) is held
+//! at a time, and a longer one ends the reading with a `size` violation at its line.
 
-use std::io::Read;
+mod split;
+
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use gcx_protocol::assist::MAX_MESSAGE_BYTES;
+
 use gcx_protocol::catalogue::CatalogueError;
 use gcx_protocol::validate::validate_trigger;
 use gcx_protocol::{ActionTriggerPayload, Catalogue, Violation, ViolationCode};
 use serde_json::Value;
 use thiserror::Error;
 use uuid::Uuid;
+
+pub use split::MAX_TRIGGER_TEXT;
+use split::{Content, Piece};
 
 /// How intake treats what it reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +62,9 @@ pub struct Item {
     pub outcome: Result<ActionTriggerPayload, Vec<Violation>>,
     /// Set when the correlationId was generated here (see [`IntakeOptions::assign_ids`]).
     pub assigned_id: Option<Uuid>,
+    /// The trigger's text was longer than [`MAX_TRIGGER_TEXT`], so nothing after it was
+    /// read: the input ends here for whoever consumes it.
+    pub too_long: bool,
 }
 
 impl Item {
@@ -71,25 +82,25 @@ impl Item {
     }
 }
 
-/// Everything read from one input.
+/// What reading one input found; the items themselves went to the caller one by one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Intake {
+pub struct IntakeSummary {
     /// The path as given, or `-` for stdin: the prefix of `file:line` messages.
     pub source: String,
     pub format: InputFormat,
-    /// In input order.
-    pub items: Vec<Item>,
+    /// Triggers read (valid and invalid).
+    pub items: usize,
+    /// How many of them are invalid.
+    pub invalid: usize,
+    /// The line of a trigger text longer than [`MAX_TRIGGER_TEXT`], where reading
+    /// stopped: what follows it was not read.
+    pub stopped_at: Option<usize>,
 }
 
-impl Intake {
-    /// The valid payloads, in input order.
-    pub fn valid(&self) -> impl Iterator<Item = &ActionTriggerPayload> {
-        self.items.iter().filter_map(Item::payload)
-    }
-
-    /// How many items are invalid.
-    pub fn invalid_count(&self) -> usize {
-        self.items.iter().filter(|i| i.outcome.is_err()).count()
+impl IntakeSummary {
+    /// How many triggers are valid.
+    pub fn valid(&self) -> usize {
+        self.items - self.invalid
     }
 }
 
@@ -110,7 +121,7 @@ pub enum IntakeError {
     #[error("cannot read action catalogue {}: {source}", path.display())]
     CatalogueRead {
         path: PathBuf,
-        source: std::io::Error,
+        source: crate::bounded_read::BoundedReadError,
     },
     #[error("action catalogue {}: {source}", path.display())]
     Catalogue {
@@ -125,40 +136,56 @@ pub fn load_catalogue(path: Option<&Path>) -> Result<Catalogue, IntakeError> {
     let Some(path) = path else {
         return Ok(Catalogue::builtin());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            IntakeError::CatalogueNotFound {
-                path: path.to_owned(),
+    let text = crate::bounded_read::read_to_string(path, crate::bounded_read::MAX_SETTINGS_FILE)
+        .map_err(|source| {
+            if source.is_not_found() {
+                IntakeError::CatalogueNotFound {
+                    path: path.to_owned(),
+                }
+            } else {
+                IntakeError::CatalogueRead {
+                    path: path.to_owned(),
+                    source,
+                }
             }
-        } else {
-            IntakeError::CatalogueRead {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })?;
+        })?;
     Catalogue::from_toml_str(&text).map_err(|source| IntakeError::Catalogue {
         path: path.to_owned(),
         source,
     })
 }
 
-/// Reads and validates the triggers in `source`: a file path, or `-` for stdin.
+/// Reads and validates the triggers in `source` (a file path, or `-` for stdin), handing
+/// each [`Item`] to `on_item` as soon as it is read.
 pub fn read_triggers(
     source: &str,
     catalogue: &Catalogue,
     options: IntakeOptions,
-) -> Result<Intake, IntakeError> {
-    let bytes = if source == "-" {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .read_to_end(&mut buf)
-            .map_err(IntakeError::Stdin)?;
-        buf
+    on_item: &mut dyn FnMut(Item),
+) -> Result<IntakeSummary, IntakeError> {
+    let mut summary = IntakeSummary {
+        source: source.to_owned(),
+        format: InputFormat::Empty,
+        items: 0,
+        invalid: 0,
+        stopped_at: None,
+    };
+    let mut count = |item: Item| {
+        summary.items += 1;
+        if item.outcome.is_err() {
+            summary.invalid += 1;
+        }
+        if item.too_long {
+            summary.stopped_at = Some(item.line);
+        }
+        on_item(item);
+    };
+    let format = if source == "-" {
+        scan_triggers(std::io::stdin().lock(), catalogue, options, &mut count)
+            .map_err(IntakeError::Stdin)?
     } else {
         let path = Path::new(source);
-        std::fs::read(path).map_err(|e| {
+        let read_error = |e: std::io::Error| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 IntakeError::NotFound {
                     path: path.to_owned(),
@@ -169,13 +196,32 @@ pub fn read_triggers(
                     source: e,
                 }
             }
-        })?
+        };
+        let file = std::fs::File::open(path).map_err(read_error)?;
+        scan_triggers(
+            std::io::BufReader::with_capacity(64 * 1024, file),
+            catalogue,
+            options,
+            &mut count,
+        )
+        .map_err(read_error)?
     };
-    let (format, items) = parse_triggers(&bytes, catalogue, options);
-    Ok(Intake {
-        source: source.to_owned(),
-        format,
-        items,
+    summary.format = format;
+    Ok(summary)
+}
+
+/// Splits what `reader` yields into triggers and validates each, handing each [`Item`] to
+/// `on_item` as soon as it is complete; at most one trigger's text is held at a time.
+pub fn scan_triggers(
+    reader: impl BufRead,
+    catalogue: &Catalogue,
+    options: IntakeOptions,
+    on_item: &mut dyn FnMut(Item),
+) -> std::io::Result<InputFormat> {
+    let mut index = 0;
+    split::split(reader, &mut |piece| {
+        on_item(check_piece(index, piece, catalogue, options));
+        index += 1;
     })
 }
 
@@ -185,60 +231,22 @@ pub fn parse_triggers(
     catalogue: &Catalogue,
     options: IntakeOptions,
 ) -> (InputFormat, Vec<Item>) {
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let Some(first) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else {
-        return (InputFormat::Empty, Vec::new());
-    };
-    let pieces = match bytes[first] {
-        b'[' => (InputFormat::JsonArray, split_array(bytes, first)),
-        b'{' => match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => (
-                InputFormat::SingleObject,
-                vec![Piece {
-                    line: line_of(bytes, first),
-                    content: Content::Parsed(value),
-                }],
-            ),
-            Err(_) => (InputFormat::JsonLines, split_lines(bytes)),
-        },
-        _ => (InputFormat::JsonLines, split_lines(bytes)),
-    };
-    let (format, pieces) = pieces;
-    let items = pieces
-        .into_iter()
-        .enumerate()
-        .map(|(index, piece)| check_piece(index, piece, catalogue, options))
-        .collect();
+    let mut items = Vec::new();
+    let format = scan_triggers(bytes, catalogue, options, &mut |item| items.push(item))
+        .unwrap_or_else(|_| unreachable!("reading a byte slice cannot fail"));
     (format, items)
-}
-
-/// One trigger's text (or its parsed value, or why it has none) and where it starts.
-struct Piece<'a> {
-    line: usize,
-    content: Content<'a>,
-}
-
-enum Content<'a> {
-    Text(&'a [u8]),
-    Parsed(Value),
-    /// The input's structure is broken here; the message says how.
-    Broken(String),
 }
 
 /// `{"type":"send","payload":` + `}`: what a payload's frame adds to it.
 const SEND_FRAME_OVERHEAD: usize = 26;
 
-fn check_piece(
-    index: usize,
-    piece: Piece<'_>,
-    catalogue: &Catalogue,
-    options: IntakeOptions,
-) -> Item {
+fn check_piece(index: usize, piece: Piece, catalogue: &Catalogue, options: IntakeOptions) -> Item {
     let item = |outcome, assigned_id| Item {
         line: piece.line,
         index,
         outcome,
         assigned_id,
+        too_long: false,
     };
     let not_json = |message: String| {
         Err(vec![Violation {
@@ -250,7 +258,22 @@ fn check_piece(
     let mut value = match piece.content {
         Content::Parsed(v) => v,
         Content::Broken(message) => return item(not_json(message), None),
-        Content::Text(text) => match serde_json::from_slice::<Value>(text) {
+        Content::TooLong => {
+            return Item {
+                too_long: true,
+                ..item(
+                    Err(vec![Violation {
+                        path: String::new(),
+                        code: ViolationCode::Size,
+                        message: format!(
+                            "a trigger's text runs past {MAX_TRIGGER_TEXT} bytes (256 KiB) without ending (no newline, or an array element that does not close); at most {MAX_TRIGGER_TEXT} bytes are read per trigger, and nothing after this one was read"
+                        ),
+                    }]),
+                    None,
+                )
+            };
+        }
+        Content::Text(text) => match serde_json::from_slice::<Value>(&text) {
             Ok(v) => v,
             Err(e) => {
                 let at = if e.line() > 1 {
@@ -304,131 +327,10 @@ fn message_without_position(e: &serde_json::Error) -> String {
     text.strip_suffix(&tail).unwrap_or(&text).to_owned()
 }
 
-/// 1-based line of byte `at`.
-fn line_of(bytes: &[u8], at: usize) -> usize {
-    1 + bytes[..at].iter().filter(|b| **b == b'\n').count()
-}
-
-fn split_lines(bytes: &[u8]) -> Vec<Piece<'_>> {
-    bytes
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .filter_map(|(i, line)| {
-            let line_trimmed = line.trim_ascii();
-            (!line_trimmed.is_empty()).then_some(Piece {
-                line: i + 1,
-                content: Content::Text(line_trimmed),
-            })
-        })
-        .collect()
-}
-
-/// Splits a JSON array (starting at `open`) into its elements' byte ranges by tracking
-/// strings and nesting, so one malformed element does not hide the others.
-fn split_array(bytes: &[u8], open: usize) -> Vec<Piece<'_>> {
-    let mut pieces = Vec::new();
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    let mut start: Option<usize> = None;
-    let mut closed_at = None;
-    let mut i = open + 1;
-
-    fn push<'b>(pieces: &mut Vec<Piece<'b>>, bytes: &'b [u8], from: usize, to: usize) {
-        pieces.push(Piece {
-            line: line_of(bytes, from),
-            content: Content::Text(bytes[from..to].trim_ascii_end()),
-        });
-    }
-    // Elements that are empty (`[1,,2]`, `[1,]`) are reported where their comma is.
-    fn empty_at(pieces: &mut Vec<Piece<'_>>, bytes: &[u8], at: usize) {
-        pieces.push(Piece {
-            line: line_of(bytes, at),
-            content: Content::Broken(
-                "an empty element (two commas, or a comma before `]`); expected a trigger object"
-                    .into(),
-            ),
-        });
-    }
-
-    while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => {
-                in_string = true;
-                start.get_or_insert(i);
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                start.get_or_insert(i);
-            }
-            b'}' | b']' if depth > 0 => depth -= 1,
-            b']' => {
-                match start.take() {
-                    Some(s) => push(&mut pieces, bytes, s, i),
-                    None if !pieces.is_empty() => empty_at(&mut pieces, bytes, i),
-                    None => {}
-                }
-                closed_at = Some(i);
-                break;
-            }
-            b',' if depth == 0 => match start.take() {
-                Some(s) => push(&mut pieces, bytes, s, i),
-                None => empty_at(&mut pieces, bytes, i),
-            },
-            b if b.is_ascii_whitespace() => {}
-            _ => {
-                start.get_or_insert(i);
-            }
-        }
-        i += 1;
-    }
-
-    match closed_at {
-        None => {
-            if let Some(s) = start {
-                push(&mut pieces, bytes, s, bytes.len());
-            }
-            pieces.push(Piece {
-                line: line_of(bytes, open),
-                content: Content::Broken(format!(
-                    "the JSON array opened on line {} is not closed (a missing `]` or an unterminated string)",
-                    line_of(bytes, open)
-                )),
-            });
-        }
-        Some(end) => {
-            if let Some(extra) = bytes[end + 1..]
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-            {
-                let at = end + 1 + extra;
-                pieces.push(Piece {
-                    line: line_of(bytes, at),
-                    content: Content::Broken(
-                        "text after the closing `]` of the trigger array; expected nothing more"
-                            .into(),
-                    ),
-                });
-            }
-        }
-    }
-    pieces
-}
-
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     const AGENT: &str = "a1b2c3d4-e5f6-7890-abcd-ef1234567890";
@@ -598,11 +500,90 @@ mod tests {
     }
 
     #[test]
+    fn an_endless_line_stops_the_reading_at_line_1() {
+        let mut items = Vec::new();
+        let format = scan_triggers(
+            std::io::BufReader::new(std::io::repeat(0)),
+            &Catalogue::builtin(),
+            IntakeOptions::default(),
+            &mut |i| items.push(i),
+        )
+        .unwrap();
+        assert_eq!(format, InputFormat::JsonLines);
+        assert_eq!(summary(&items), [(1, Some("size".into()))]);
+        assert!(items[0].too_long);
+        assert!(items[0].violations()[0].message.contains("262144 bytes"));
+    }
+
+    #[test]
+    fn an_endless_array_element_stops_where_it_starts() {
+        let head = format!("[\n{},\n{{\"query\": \"", trigger(&id(1)));
+        let mut items = Vec::new();
+        scan_triggers(
+            std::io::BufReader::new(head.as_bytes().chain(std::io::repeat(b'x'))),
+            &Catalogue::builtin(),
+            IntakeOptions::default(),
+            &mut |i| items.push(i),
+        )
+        .unwrap();
+        assert_eq!(summary(&items), [(2, None), (3, Some("size".into()))]);
+        assert!(items[1].too_long);
+    }
+
+    #[test]
+    fn a_long_line_within_the_limit_is_one_size_violation_and_reading_goes_on() {
+        let long = format!("{{\"q\": \"{}\"}}", "x".repeat(MAX_TRIGGER_TEXT - 10));
+        let text = format!("{long}\n{}\n", trigger(&id(2)));
+        let (_, items) = parse(&text);
+        assert_eq!(summary(&items), [(1, Some("size".into())), (2, None)]);
+        let over = format!(
+            "{}\n{}\n",
+            "x".repeat(MAX_TRIGGER_TEXT + 1),
+            trigger(&id(2))
+        );
+        let (_, items) = parse(&over);
+        assert_eq!(summary(&items), [(1, Some("size".into()))]);
+    }
+
+    #[test]
+    fn inputs_larger_than_one_trigger_are_split_alike() {
+        // Past MAX_TRIGGER_TEXT the input is streamed: the same items, line for line.
+        let n = MAX_TRIGGER_TEXT / 200 + 50;
+        let lines: Vec<String> = (0..n)
+            .map(|i| {
+                if i % 97 == 5 {
+                    "{\"actionType\": [1, \"]\"]}".to_owned()
+                } else {
+                    trigger(&id(i as u32))
+                }
+            })
+            .collect();
+        let jsonl = lines.join("\n");
+        assert!(jsonl.len() > MAX_TRIGGER_TEXT);
+        let (format, items) = parse(&jsonl);
+        assert_eq!(format, InputFormat::JsonLines);
+        assert_eq!(items.len(), n);
+        assert_eq!(items[5].line, 6);
+        assert!(items[5].outcome.is_err() && items[6].outcome.is_ok());
+        let array = format!("[\n{}\n]\n", lines.join(",\n"));
+        let (format, array_items) = parse(&array);
+        assert_eq!(format, InputFormat::JsonArray);
+        assert_eq!(
+            summary(&array_items),
+            summary(&items)
+                .into_iter()
+                .map(|(l, c)| (l + 1, c))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
     fn missing_file_names_the_path() {
         let e = read_triggers(
             "/no/such/triggers.jsonl",
             &Catalogue::builtin(),
             IntakeOptions::default(),
+            &mut |_| {},
         )
         .unwrap_err()
         .to_string();
