@@ -89,7 +89,9 @@ async fn per_minute(
             "cannot read /proc/{pid}/stat of gcx serve"
         )));
     };
-    Ok(Ok((after - before).max(0.0) * 60.0 / window.as_secs_f64().max(1e-9)))
+    Ok(Ok(
+        (after - before).max(0.0) * 60.0 / window.as_secs_f64().max(1e-9)
+    ))
 }
 
 /// Writes [`KEYS`] keys of two CRM messages each into a new store at `data`; with
