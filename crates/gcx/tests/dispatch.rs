@@ -347,8 +347,9 @@ async fn an_idle_stream_wakes_at_most_once_per_heartbeat() {
     let span = Duration::from_millis(20 * heartbeat_ms);
     tokio::time::sleep(span).await;
     let wakes = stream.timer_wakes() - before;
-    // 20 intervals; one more for where the span starts and ends within an interval.
-    assert!(wakes <= 21, "{wakes} timer wakes in {span:?}");
+    // 20 intervals, one wake each; a few more for heartbeats late under load (a timer
+    // ticking at a quarter interval would wake 80 times).
+    assert!(wakes <= 25, "{wakes} timer wakes in {span:?}");
     while let Ok(event) = events.try_recv() {
         assert!(
             !matches!(event, StreamEvent::Disconnected { .. }),

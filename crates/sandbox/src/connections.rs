@@ -10,6 +10,10 @@
 //!   connections;
 //! - a request body must arrive whole within `body_read_timeout` of its headers
 //!   ([`deadline_body`]).
+//!
+//! `gcx serve` runs a loop of the same shape (`crates/gcx/src/server/connections.rs`);
+//! it is written twice on purpose: the sandbox depends on no gcx code, so that a bug in
+//! one cannot hide in the peer that tests it.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -4,7 +4,7 @@
 //! it logs in (`connect` / `connected`, with a timeout), subscribes to `capacity`, runs a
 //! reader and **one** writer task (frames are fed and flushed once per burst through a
 //! bounded queue; nothing else writes to the socket), watches heartbeats (silence for two
-//! intervals: the socket is dead), pings when the line is quiet, sends `reauth` on the live
+//! intervals: the socket is dead), pings when the line is quiet for an interval and a half, sends `reauth` on the live
 //! socket whenever the [`TokenProvider`] publishes a fresh token, and reconnects with
 //! exponential back-off and full jitter. What the server says comes out as
 //! [`StreamEvent`]s, handed to an [`EventSink`] by the reader as each frame is read
@@ -569,7 +569,7 @@ impl Supervisor {
                     if quiet >= heartbeat * 2 {
                         break End::Lost(format!("no frame for {quiet:?} (two heartbeat intervals)"));
                     }
-                    if quiet >= heartbeat && !pinged {
+                    if quiet >= ping_after(heartbeat) && !pinged {
                         pinged = true;
                         let _ = frames.try_send(Message::text(WsMessage::bare(MessageType::Ping).to_json()));
                     }
@@ -689,16 +689,27 @@ impl Supervisor {
 }
 
 /// The one writer: feeds every queued frame, flushes once per burst.
-/// When a connection's timer must next look: at one quiet heartbeat interval (to ping,
-/// unless it did), at two (the socket is dead), and at a `closing` deadline. Nothing else
-/// is ever due on it.
+/// How long a quiet line waits before it pings: half an interval past the engine's own
+/// heartbeat, so a heartbeat on time never races the ping.
+fn ping_after(heartbeat: Duration) -> Duration {
+    heartbeat * 3 / 2
+}
+
+/// When a connection's timer must next look: when a quiet line pings (unless it did), at
+/// two quiet intervals (the socket is dead), and at a `closing` deadline. Nothing else is
+/// ever due on it.
 fn next_check(
     last_frame: Instant,
     heartbeat: Duration,
     pinged: bool,
     closing: Option<(Instant, Duration)>,
 ) -> Instant {
-    let quiet = last_frame + if pinged { heartbeat * 2 } else { heartbeat };
+    let quiet = last_frame
+        + if pinged {
+            heartbeat * 2
+        } else {
+            ping_after(heartbeat)
+        };
     closing.map_or(quiet, |(deadline, _)| deadline.min(quiet))
 }
 
@@ -820,8 +831,8 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_line_is_looked_at_after_one_interval_then_after_two() {
-        assert_eq!(check(false, None), HEARTBEAT);
+    fn a_quiet_line_is_looked_at_after_one_and_a_half_intervals_then_after_two() {
+        assert_eq!(check(false, None), HEARTBEAT * 3 / 2);
         assert_eq!(check(true, None), 2 * HEARTBEAT);
     }
 
@@ -829,7 +840,7 @@ mod tests {
     fn a_closing_deadline_comes_first_when_it_is_sooner() {
         assert_eq!(check(false, Some(5)), Duration::from_secs(5));
         assert_eq!(check(true, Some(45)), Duration::from_secs(45));
-        assert_eq!(check(false, Some(45)), HEARTBEAT);
+        assert_eq!(check(false, Some(50)), HEARTBEAT * 3 / 2);
         assert_eq!(check(true, Some(90)), 2 * HEARTBEAT);
     }
 }

@@ -44,27 +44,7 @@ pub async fn deliveries(messages: usize, parallel: usize) -> Result<OutboxMeasur
     let ids: Vec<String> = (0..pairs)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
-    for chunk in ids.chunks(500) {
-        for state in ["initiated", "completed"] {
-            let outbox = chunk
-                .iter()
-                .map(|id| {
-                    let body = json!({
-                        "correlationId": id, "actionType": "knowledge_search",
-                        "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "sessionId": "session-1",
-                        "timestamp": "2026-11-21T10:00:00.000Z", "executionState": state,
-                    });
-                    delivery::message(delivery::CRM, id, &body)
-                })
-                .collect();
-            store
-                .commit(WriteBatch {
-                    outbox,
-                    ..WriteBatch::default()
-                })
-                .await?;
-        }
-    }
+    commit_crm_pairs(&store, &ids).await?;
 
     config.crm.url = Some(sandbox.info().crm_url);
     config.crm.secret = Some(Secret::new(SECRET));
@@ -92,4 +72,31 @@ pub async fn deliveries(messages: usize, parallel: usize) -> Result<OutboxMeasur
         per_second: rows as f64 / elapsed.as_secs_f64().max(1e-9),
         delivered: rows,
     })
+}
+
+/// Commits, for each correlationId in `ids`, an `initiated` and then a `completed` CRM
+/// message under its key, 500 keys to a store write.
+pub(super) async fn commit_crm_pairs(store: &Store, ids: &[String]) -> Result<(), BenchError> {
+    for chunk in ids.chunks(500) {
+        for state in ["initiated", "completed"] {
+            let outbox = chunk
+                .iter()
+                .map(|id| {
+                    let body = json!({
+                        "correlationId": id, "actionType": "knowledge_search",
+                        "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890", "sessionId": "session-1",
+                        "timestamp": "2026-11-21T10:00:00.000Z", "executionState": state,
+                    });
+                    delivery::message(delivery::CRM, id, &body)
+                })
+                .collect();
+            store
+                .commit(WriteBatch {
+                    outbox,
+                    ..WriteBatch::default()
+                })
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -16,12 +16,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use gcx_sandbox::{Sandbox, SandboxOptions};
-use serde_json::json;
 
-use super::{BenchError, Measurement, Outcome, TempDir, proc, serve};
+use super::{BenchError, Measurement, Outcome, TempDir, outbox, proc, serve};
 use crate::config::Config;
 use crate::delivery;
-use crate::store::{Store, WriteBatch};
+use crate::store::Store;
 
 /// Ordering keys in the `backoff` and `crm_down` stores: two messages each, so twice this
 /// many rows, of which this many are due heads (or in back-off) and as many wait behind.
@@ -103,23 +102,7 @@ async fn fill(data: &Path, backoff: bool) -> Result<(), BenchError> {
     let ids: Vec<String> = (0..KEYS)
         .map(|_| uuid::Uuid::new_v4().to_string())
         .collect();
-    for chunk in ids.chunks(1000) {
-        for state in ["initiated", "completed"] {
-            let outbox = chunk
-                .iter()
-                .map(|id| {
-                    let body = json!({"correlationId": id, "executionState": state});
-                    delivery::message(delivery::CRM, id, &body)
-                })
-                .collect();
-            store
-                .commit(WriteBatch {
-                    outbox,
-                    ..WriteBatch::default()
-                })
-                .await?;
-        }
-    }
+    outbox::commit_crm_pairs(&store, &ids).await?;
     if backoff {
         let later = Utc::now() + chrono::Duration::hours(1);
         let heads = store.due_outbox(delivery::CRM, Utc::now(), KEYS).await?;
