@@ -153,47 +153,7 @@ pub async fn post(
     let wait = wait_timeout(&params, state.config.request_timeout)?;
     check_content_type(&headers)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
-    let document: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the request body is not JSON: {e} (line {}, column {}); send one trigger object or an array of them",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let (items, single) = match document {
-        Value::Array(items) => (items, false),
-        Value::Object(_) => (vec![document], true),
-        other => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                format!(
-                    "the request body is a JSON {}; send one trigger object or an array of them",
-                    json_kind(&other)
-                ),
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
-            "the request body is an empty array; send at least one trigger",
-        ));
-    }
-    let max_batch = state.config.max_batch;
-    if items.len() > max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "the request holds {} triggers; at most {max_batch} per request (serve.max_batch): split it",
-                items.len()
-            ),
-        )
-        .with_details(json!({"items": items.len(), "maxBatch": max_batch})));
-    }
+    let (items, single) = read_body(&body, state.config.max_batch)?;
 
     let outcome = accept(&state, &items).await?;
     let counts = outcome.counts();
@@ -364,8 +324,54 @@ async fn accept(state: &AppState, items: &[Value]) -> Result<Received, ApiError>
     Ok(Received { acks, finished })
 }
 
+/// The body as trigger items (pure): one object (`single`) or a non-empty array of at most
+/// `max_batch`; each item is validated afterwards, alone ([`validate_item`]).
+pub fn read_body(body: &[u8], max_batch: usize) -> Result<(Vec<Value>, bool), ApiError> {
+    let document: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the request body is not JSON: {e} (line {}, column {}); send one trigger object or an array of them",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let (items, single) = match document {
+        Value::Array(items) => (items, false),
+        Value::Object(_) => (vec![document], true),
+        other => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "the request body is a JSON {}; send one trigger object or an array of them",
+                    json_kind(&other)
+                ),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the request body is an empty array; send at least one trigger",
+        ));
+    }
+    if items.len() > max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "the request holds {} triggers; at most {max_batch} per request (serve.max_batch): split it",
+                items.len()
+            ),
+        )
+        .with_details(json!({"items": items.len(), "maxBatch": max_batch})));
+    }
+    Ok((items, single))
+}
+
 /// Size check (PROTOCOL.md 3.5: over 64 KiB is one `size` violation), then validation.
-fn validate_item(
+pub fn validate_item(
     item: &Value,
     catalogue: &gcx_protocol::Catalogue,
 ) -> Result<ActionTriggerPayload, Vec<Violation>> {
@@ -384,7 +390,7 @@ fn validate_item(
 
 /// The item's correlationId when it is a UUID string, lowercased, so an invalid item can
 /// still be matched to what the caller sent.
-fn readable_id(item: &Value) -> Option<String> {
+pub fn readable_id(item: &Value) -> Option<String> {
     let text = item.get("correlationId")?.as_str()?;
     Uuid::parse_str(text).ok().map(|u| u.to_string())
 }
