@@ -37,11 +37,12 @@ pub enum Incoming {
     Quiet,
     /// An `ack`, `result` or `capacity` whose payload lacks the shape it needs.
     Malformed(MessageType),
-    /// A type a server does not send after the handshake (`connected`, `send`, ...).
+    /// A type a server does not send after the handshake (`connected`, `send`, an unknown
+    /// one, ...).
     Unexpected(MessageType),
 }
 
-/// Reads one text frame; `Err` when it is not a message at all (not JSON, or no known
+/// Reads one text frame; `Err` when it is not a message at all (not JSON, or no string
 /// `type`).
 pub fn read_frame(text: &str) -> Result<Incoming, serde_json::Error> {
     let frame: WsFrame<'_> = serde_json::from_str(text)?;
@@ -121,7 +122,11 @@ mod tests {
             read_frame(r#"{"type":"connected"}"#).unwrap(),
             Incoming::Unexpected(MessageType::Connected)
         ));
-        assert!(read_frame(r#"{"type":"nonsense"}"#).is_err());
+        assert!(matches!(
+            read_frame(r#"{"type":"nonsense"}"#).unwrap(),
+            Incoming::Unexpected(MessageType::Unknown)
+        ));
+        assert!(read_frame(r#"{"payload":{}}"#).is_err());
         assert!(read_frame("not json").is_err());
     }
 
