@@ -92,6 +92,16 @@ impl ApiError {
         self
     }
 
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The answer's message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn code(&self) -> &'static str {
         match self.status {
             StatusCode::METHOD_NOT_ALLOWED => "method.not.allowed",

@@ -33,6 +33,9 @@ mod events;
 mod http_error;
 mod receivers;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -311,7 +311,8 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| "webhook-timestamp is not Unix seconds")?;
-    if (now - ts).abs() > tolerance_secs {
+    // `abs_diff`: a timestamp near either end of i64 must not overflow the subtraction.
+    if now.abs_diff(ts) > tolerance_secs.unsigned_abs() {
         return Err(format!(
             "webhook-timestamp {ts} is more than {tolerance_secs} s from the receiver's clock {now}"
         ));
@@ -388,6 +389,22 @@ mod tests {
         assert!(check(SIG, TS + 301).is_err());
         assert!(check(SIG, TS - 301).is_err());
         assert!(check(SIG, TS + 300).is_ok());
+    }
+
+    #[test]
+    fn refuses_timestamps_at_the_ends_of_i64() {
+        let key = decode_secret(SECRET).unwrap();
+        for ts in [i64::MIN, i64::MAX] {
+            let err = verify(
+                &key,
+                &headers(ID, &ts.to_string(), SIG),
+                BODY.as_bytes(),
+                TS,
+                300,
+            )
+            .unwrap_err();
+            assert!(err.contains("from the receiver's clock"), "{err}");
+        }
     }
 
     #[test]

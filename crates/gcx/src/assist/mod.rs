@@ -2,6 +2,7 @@
 //! retries, resume) and `intake` (files, stdin, HTTP bodies -> validated triggers).
 //!
 //! - [`stream`]: the supervised WebSocket and its events.
+//! - [`frame`]: one text frame from the engine read into what it says (pure).
 //! - [`dispatcher`]: admission, slots, sends, retries, resume, store writes.
 //! - [`intake`]: files, stdin and HTTP bodies -> validated triggers, with line numbers.
 //! - [`batch`]: a known set of triggers through a dispatcher, every outcome collected.
@@ -11,6 +12,7 @@
 
 pub mod batch;
 pub mod dispatcher;
+pub mod frame;
 pub mod intake;
 pub mod metrics;
 pub mod record;

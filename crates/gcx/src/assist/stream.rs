@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gcx_protocol::assist::{
-    AckPayload, CHANNEL_CAPACITY, CapacityPayload, ClosingPayload, ConnectedPayload, ErrorPayload,
-    MessageType, ResultPayload, WsFrame, WsMessage, close,
+    AckPayload, CHANNEL_CAPACITY, ConnectedPayload, ErrorPayload, MessageType, ResultPayload,
+    WsMessage, close,
 };
 use parking_lot::RwLock;
 use rand::Rng;
@@ -40,6 +40,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::frame::{Incoming, read_frame};
 use crate::auth::{AccessToken, AuthError, TokenProvider};
 use crate::retry::RetryPolicy;
 
@@ -547,14 +548,14 @@ impl Supervisor {
                         // Pings are answered by tungstenite; binary frames are not ours.
                         Some(Ok(_)) => continue,
                     };
-                    let message: WsFrame<'_> = match serde_json::from_str(message.as_str()) {
+                    let message = match read_frame(message.as_str()) {
                         Ok(m) => m,
                         Err(e) => {
                             tracing::warn!(error = %e, "assist stream sent a frame that is not a message");
                             continue;
                         }
                     };
-                    if let Some(end) = self.on_message(epoch, &message, &mut closing, &mut refused_scopes) {
+                    if let Some(end) = self.on_message(epoch, message, &mut closing, &mut refused_scopes) {
                         break end;
                     }
                     if let Some((deadline, _)) = closing
@@ -611,26 +612,18 @@ impl Supervisor {
     fn on_message(
         &self,
         epoch: u64,
-        message: &WsFrame<'_>,
+        message: Incoming,
         closing: &mut Option<(Instant, Duration)>,
         refused_scopes: &mut Option<(Vec<String>, String)>,
     ) -> Option<End> {
-        match message.kind {
-            MessageType::Ack => match message.payload_as::<AckPayload>() {
-                Some(ack) => self.emit(StreamEvent::Ack { epoch, ack }),
-                None => tracing::warn!("`ack` without a valid payload"),
-            },
-            MessageType::Result => match message.payload_as::<ResultPayload>() {
-                Some(result) => self.emit(StreamEvent::Result { epoch, result }),
-                None => tracing::warn!("`result` without a valid payload"),
-            },
-            MessageType::Error => {
-                let (code, text) = message
-                    .error
-                    .as_ref()
-                    .map(|e| (e.code, e.message.clone()))
-                    .unwrap_or((0, String::new()));
-                let payload = message.payload_as::<ErrorPayload>().unwrap_or_default();
+        match message {
+            Incoming::Ack(ack) => self.emit(StreamEvent::Ack { epoch, ack }),
+            Incoming::Result(result) => self.emit(StreamEvent::Result { epoch, result }),
+            Incoming::Refused {
+                code,
+                message: text,
+                payload,
+            } => {
                 if payload.correlation_id.is_none() {
                     match code {
                         401 => tracing::warn!(%text, "assist stream: token refused"),
@@ -650,17 +643,12 @@ impl Supervisor {
                     payload,
                 });
             }
-            MessageType::Capacity => match message.payload_as::<CapacityPayload>() {
-                Some(c) => self.emit(StreamEvent::Capacity {
-                    max_concurrent_actions: c.max_concurrent_actions,
-                }),
-                None => tracing::warn!("`capacity` without a valid payload"),
-            },
-            MessageType::Closing => {
-                let within = message
-                    .payload_as::<ClosingPayload>()
-                    .map(|c| Duration::from_millis(c.reconnect_within_ms))
-                    .unwrap_or(Duration::from_secs(1));
+            Incoming::Capacity {
+                max_concurrent_actions,
+            } => self.emit(StreamEvent::Capacity {
+                max_concurrent_actions,
+            }),
+            Incoming::Closing { within } => {
                 tracing::info!(epoch, ?within, "assist stream: server closing");
                 if closing.is_none() {
                     *closing = Some((Instant::now() + within, within));
@@ -671,11 +659,13 @@ impl Supervisor {
                     });
                 }
             }
-            MessageType::Heartbeat
-            | MessageType::Pong
-            | MessageType::Subscribed
-            | MessageType::Reauthenticated => {}
-            other => tracing::debug!(?other, "assist stream: unexpected message type"),
+            Incoming::Malformed(kind) => {
+                tracing::warn!(?kind, "assist stream: a message without a valid payload")
+            }
+            Incoming::Quiet => {}
+            Incoming::Unexpected(other) => {
+                tracing::debug!(?other, "assist stream: unexpected message type")
+            }
         }
         None
     }

@@ -22,8 +22,9 @@ use tokio::time::{Instant, MissedTickBehavior, Sleep, sleep, sleep_until, timeou
 use tokio_tungstenite::tungstenite;
 use uuid::Uuid;
 
-use super::admission::{self, Sender, correlation_id};
+use super::admission::{self, Sender};
 use super::execution;
+use super::frame::{self, ClientFrame};
 use super::idempotency::ConnId;
 use super::outbox::{Outbox, write_loop};
 use super::send_rate::SendRate;
@@ -523,69 +524,57 @@ impl Connection {
     }
 
     fn on_text(&mut self, text: &str) {
-        if text.len() > MAX_MESSAGE_BYTES {
-            // Still read it for its type and correlationId: an error about a send says
-            // which send it refuses.
-            let value: Option<Value> = serde_json::from_str(text).ok();
-            let is_send = value
-                .as_ref()
-                .and_then(|v| v.get("type"))
-                .and_then(Value::as_str)
-                == Some("send");
-            if is_send {
-                self.state.stats.assist.sends.inc();
-            }
-            let id = value
-                .as_ref()
-                .and_then(|v| correlation_id(v.get("payload")));
-            self.refuse(
-                400,
-                format!("message too large: at most {MAX_MESSAGE_BYTES} bytes"),
-                ErrorPayload {
-                    correlation_id: id,
-                    details: Some(vec![size_violation(text.len())]),
-                    ..ErrorPayload::default()
-                },
-            );
-            return;
-        }
-        let value: Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
+        match frame::read(text) {
+            ClientFrame::TooLarge {
+                len,
+                is_send,
+                correlation_id,
+            } => {
+                if is_send {
+                    self.state.stats.assist.sends.inc();
+                }
                 self.refuse(
                     400,
-                    format!("the frame is not JSON ({e}); every message is a JSON object with a \"type\""),
-                    ErrorPayload::default(),
+                    format!("message too large: at most {MAX_MESSAGE_BYTES} bytes"),
+                    ErrorPayload {
+                        correlation_id,
+                        details: Some(vec![size_violation(len)]),
+                        ..ErrorPayload::default()
+                    },
                 );
-                return;
             }
-        };
-        match value.get("type").and_then(Value::as_str) {
-            Some("send") => {
+            ClientFrame::NotJson(e) => self.refuse(
+                400,
+                format!(
+                    "the frame is not JSON ({e}); every message is a JSON object with a \"type\""
+                ),
+                ErrorPayload::default(),
+            ),
+            ClientFrame::Send(payload) => {
                 let sender = Sender {
                     id: self.id,
                     tenant: &self.tenant,
                     token: &self.token,
                     outbox: &self.outbox,
                 };
-                if let Some(action) = admission::admit(&self.state, &sender, value.get("payload")) {
+                if let Some(action) = admission::admit(&self.state, &sender, payload.as_ref()) {
                     execution::start(&self.state, action);
                 }
             }
-            Some("ping") => self.push(&WsMessage::bare(MessageType::Pong)),
-            Some("reauth") => self.reauth(value.get("token")),
-            Some("subscribe") => self.subscribe(value.get("channels")),
-            Some("connect") => self.refuse(
+            ClientFrame::Ping => self.push(&WsMessage::bare(MessageType::Pong)),
+            ClientFrame::Reauth(token) => self.reauth(token.as_ref()),
+            ClientFrame::Subscribe(channels) => self.subscribe(channels.as_ref()),
+            ClientFrame::Connect => self.refuse(
                 400,
                 "already connected: connect is only the first message",
                 ErrorPayload::default(),
             ),
-            Some(other) => self.refuse(
+            ClientFrame::Unknown(other) => self.refuse(
                 400,
                 format!("unknown message type {other:?}; expected send, reauth, subscribe or ping"),
                 ErrorPayload::default(),
             ),
-            None => self.refuse(
+            ClientFrame::NoType => self.refuse(
                 400,
                 "the message has no string \"type\"; expected send, reauth, subscribe or ping",
                 ErrorPayload::default(),

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`connection`]: one socket: handshake, reader loop, per-connection timers.
 //! - [`outbox`]: a connection's outgoing frame queue and its single writer task.
+//! - [`frame`]: a client's text frame read into what it asks for (pure).
 //! - [`admission`]: one `send` from validation to `ack` or refusal.
 //! - [`execution`]: running an acked action and delivering its `result`.
 //! - [`clock`]: the engine's clock, ending actions when their latency is up (sub-ms).
@@ -22,6 +23,7 @@ mod admission;
 mod clock;
 mod connection;
 mod execution;
+pub(crate) mod frame;
 mod idempotency;
 mod latency;
 mod outbox;

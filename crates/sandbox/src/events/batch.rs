@@ -19,7 +19,7 @@ use super::store::UuidHasher;
 
 /// What the sandbox keeps of an event (the timestamp is checked, not stored).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EventIn {
+pub struct EventIn {
     pub sequence_id: Uuid,
     pub interaction_id: Uuid,
     pub agent_id: Uuid,
@@ -39,7 +39,7 @@ impl From<&InteractionEvent> for EventIn {
 
 /// Why a body is not a batch.
 #[derive(Debug)]
-pub(crate) enum BatchError {
+pub enum BatchError {
     NotJson(serde_json::Error),
     /// Every violation; `events` is the number of array elements (0 if not an array).
     Invalid {
@@ -49,7 +49,7 @@ pub(crate) enum BatchError {
 }
 
 /// The batch's events, or why it is refused.
-pub(crate) fn parse_batch(bytes: &[u8]) -> Result<Vec<EventIn>, BatchError> {
+pub fn parse_batch(bytes: &[u8]) -> Result<Vec<EventIn>, BatchError> {
     if let Some(events) = fast(bytes) {
         return Ok(events);
     }
@@ -82,7 +82,7 @@ struct RawEvent<'a> {
 }
 
 /// The fast path: `None` whenever anything is unusual (the validator then decides).
-fn fast(bytes: &[u8]) -> Option<Vec<EventIn>> {
+pub fn fast(bytes: &[u8]) -> Option<Vec<EventIn>> {
     let raw: Vec<RawEvent<'_>> = serde_json::from_slice(bytes).ok()?;
     if raw.is_empty() || raw.len() > MAX_BATCH_EVENTS {
         return None;

@@ -9,12 +9,12 @@
 //!   for everything else).
 //! - [`body`]: reading a body under a limit; content type; counting events cheaply.
 
-mod batch;
+pub(crate) mod batch;
 mod body;
 mod ingest;
-mod query;
+pub(crate) mod query;
 pub(crate) mod rate;
-mod store;
+pub(crate) mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -70,39 +70,9 @@ fn answer(
             ),
         ));
     }
-    let request: QueryRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the query must be a JSON object with one of sequenceIds (array of UUIDs), batchId (UUID) or agentIds (array of UUIDs), and an optional cursor: {e}"
-        ))
-    })?;
-    let key = match (&request.sequence_ids, &request.batch_id, &request.agent_ids) {
-        (Some(ids), None, None) if !ids.is_empty() => QueryKey::SequenceIds(ids),
-        (None, Some(id), None) => QueryKey::Batch(*id),
-        (None, None, Some(ids)) if !ids.is_empty() => QueryKey::Agents(ids),
-        (None, None, None) => {
-            return Err(ApiError::bad_request(
-                "the query needs exactly one of sequenceIds, batchId or agentIds; it has none",
-            ));
-        }
-        (Some(_), None, None) | (None, None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "sequenceIds or agentIds must list at least one UUID",
-            ));
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "the query needs exactly one of sequenceIds, batchId or agentIds; it has more than one",
-            ));
-        }
-    };
-    let from = match request.cursor.as_deref() {
-        None => 0,
-        Some(c) => c.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "cursor {c:?} is not one this server gave; pass the cursor of the previous answer unchanged"
-            ))
-        })?,
-    };
+    let request = read_request(&bytes)?;
+    let key = key_of(&request)?;
+    let from = cursor_of(&request)?;
     let not_found_batch = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -135,6 +105,45 @@ fn answer(
         not_found: page.not_found,
         cursor: page.next.map(|p| p.to_string()),
     })
+}
+
+/// The body as a query request (pure; the checks that need no store).
+pub(crate) fn read_request(bytes: &[u8]) -> Result<QueryRequest, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request(format!(
+            "the query must be a JSON object with one of sequenceIds (array of UUIDs), batchId (UUID) or agentIds (array of UUIDs), and an optional cursor: {e}"
+        ))
+    })
+}
+
+/// The one key a request asks by: exactly one of the three, and a list names at least one.
+pub(crate) fn key_of(request: &QueryRequest) -> Result<QueryKey<'_>, ApiError> {
+    match (&request.sequence_ids, &request.batch_id, &request.agent_ids) {
+        (Some(ids), None, None) if !ids.is_empty() => Ok(QueryKey::SequenceIds(ids)),
+        (None, Some(id), None) => Ok(QueryKey::Batch(*id)),
+        (None, None, Some(ids)) if !ids.is_empty() => Ok(QueryKey::Agents(ids)),
+        (None, None, None) => Err(ApiError::bad_request(
+            "the query needs exactly one of sequenceIds, batchId or agentIds; it has none",
+        )),
+        (Some(_), None, None) | (None, None, Some(_)) => Err(ApiError::bad_request(
+            "sequenceIds or agentIds must list at least one UUID",
+        )),
+        _ => Err(ApiError::bad_request(
+            "the query needs exactly one of sequenceIds, batchId or agentIds; it has more than one",
+        )),
+    }
+}
+
+/// Where the page starts: 0, or the position a previous answer's cursor names.
+pub(crate) fn cursor_of(request: &QueryRequest) -> Result<u64, ApiError> {
+    match request.cursor.as_deref() {
+        None => Ok(0),
+        Some(c) => c.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!(
+                "cursor {c:?} is not one this server gave; pass the cursor of the previous answer unchanged"
+            ))
+        }),
+    }
 }
 
 /// A record as query-back writes it.

@@ -218,10 +218,26 @@ pub async fn replay(
 ) -> Result<Json<ReplayResult>, ApiError> {
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     check_content_type(&headers, &body)?;
+    let filter = read_replay(&body)?;
+    let replayed = state
+        .store
+        .outbox_replay(&filter)
+        .await
+        .map_err(store_error)?;
+    if replayed > 0 {
+        state.delivery.notify();
+    }
+    tracing::info!(replayed, "outbox dead letters replayed over HTTP");
+    Ok(Json(ReplayResult { replayed }))
+}
+
+/// The body as a replay filter (pure): empty or `{}` for every dead letter, else `id`
+/// and/or `since` (RFC 3339 UTC).
+pub fn read_replay(body: &[u8]) -> Result<ReplayFilter, ApiError> {
     let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ReplayRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(
                 "invalid_replay",
                 format!(
@@ -239,18 +255,8 @@ pub async fn replay(
             )
         })?),
     };
-    let filter = ReplayFilter {
+    Ok(ReplayFilter {
         id: request.id,
         since,
-    };
-    let replayed = state
-        .store
-        .outbox_replay(&filter)
-        .await
-        .map_err(store_error)?;
-    if replayed > 0 {
-        state.delivery.notify();
-    }
-    tracing::info!(replayed, "outbox dead letters replayed over HTTP");
-    Ok(Json(ReplayResult { replayed }))
+    })
 }

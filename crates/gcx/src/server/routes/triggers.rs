@@ -156,45 +156,7 @@ pub async fn post(
     let wait = wait_timeout(&params, state.config.request_timeout)?;
     let body = body.map_err(|e| body_error(e, state.config.max_body_bytes))?;
     check_content_type(&headers, &body)?;
-    let max_batch = state.config.max_batch;
-    let document = trigger_body::parse(&body, max_batch).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_json",
-            format!(
-                "the request body is not JSON: {e} (line {}, column {}); send one trigger object or an array of them",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
-    let (items, single) = match document {
-        TriggerDocument::Many(items) => (items, false),
-        TriggerDocument::One(item) => (vec![item], true),
-        TriggerDocument::TooMany { items } => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!(
-                    "the request holds {items} triggers; at most {max_batch} per request (serve.max_batch): split it"
-                ),
-            )
-            .with_details(json!({"items": items, "maxBatch": max_batch})));
-        }
-        TriggerDocument::Other(kind) => {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                format!(
-                    "the request body is a JSON {kind}; send one trigger object or an array of them"
-                ),
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
-            "the request body is an empty array; send at least one trigger",
-        ));
-    }
+    let (items, single) = read_body(&body, state.config.max_batch)?;
 
     let outcome = accept(&state, &items).await?;
     let counts = outcome.counts();
@@ -365,8 +327,52 @@ async fn accept(state: &AppState, items: &[Value]) -> Result<Received, ApiError>
     Ok(Received { acks, finished })
 }
 
+/// The body as trigger items (pure): one object (`single`) or a non-empty array of at most
+/// `max_batch`; each item is validated afterwards, alone ([`validate_item`]).
+pub fn read_body(body: &[u8], max_batch: usize) -> Result<(Vec<Value>, bool), ApiError> {
+    let document = trigger_body::parse(body, max_batch).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the request body is not JSON: {e} (line {}, column {}); send one trigger object or an array of them",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let (items, single) = match document {
+        TriggerDocument::Many(items) => (items, false),
+        TriggerDocument::One(item) => (vec![item], true),
+        TriggerDocument::TooMany { items } => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!(
+                    "the request holds {items} triggers; at most {max_batch} per request (serve.max_batch): split it"
+                ),
+            )
+            .with_details(json!({"items": items, "maxBatch": max_batch})));
+        }
+        TriggerDocument::Other(kind) => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                format!(
+                    "the request body is a JSON {kind}; send one trigger object or an array of them"
+                ),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the request body is an empty array; send at least one trigger",
+        ));
+    }
+    Ok((items, single))
+}
+
 /// Size check (PROTOCOL.md 3.5: over 64 KiB is one `size` violation), then validation.
-fn validate_item(
+pub fn validate_item(
     item: &Value,
     catalogue: &gcx_protocol::Catalogue,
 ) -> Result<ActionTriggerPayload, Vec<Violation>> {
@@ -385,7 +391,7 @@ fn validate_item(
 
 /// The item's correlationId when it is a UUID string, lowercased, so an invalid item can
 /// still be matched to what the caller sent.
-fn readable_id(item: &Value) -> Option<String> {
+pub fn readable_id(item: &Value) -> Option<String> {
     let text = item.get("correlationId")?.as_str()?;
     Uuid::parse_str(text).ok().map(|u| u.to_string())
 }
