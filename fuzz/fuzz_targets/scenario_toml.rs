@@ -1,6 +1,6 @@
 //! A simulation scenario's TOML through gcx's reader and checks
 //! (`desk::Scenario::from_toml`: the raw shape, every field's rules, located errors).
-//! Asserts: a refusal names a place inside the text; an accepted scenario passes the
+//! Asserts: a refusal names at least one violation, each place inside the text; an accepted scenario passes the
 //! checks again with no overrides.
 #![no_main]
 
@@ -18,8 +18,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(e) => {
             assert!(!e.to_string().is_empty());
-            if let Some((line, column)) = e.location {
-                let lines = 1 + text.matches('\n').count();
+            assert!(!e.violations.is_empty(), "a refusal names a violation");
+            let lines = 1 + text.matches('\n').count();
+            for (line, column) in e.violations.iter().filter_map(|v| v.location) {
                 assert!((1..=lines).contains(&line), "line {line} of {lines}");
                 assert!(column >= 1);
             }
