@@ -577,14 +577,16 @@ fn seconds(size: u64) -> std::time::Duration {
     std::time::Duration::from_secs(size.max(1))
 }
 
-/// A fresh folder under the system's temporary folder, deleted (best effort) when dropped.
+/// A fresh folder (mode 0700) under the system's temporary folder, deleted (best effort)
+/// when dropped.
 pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     pub(crate) fn new() -> Result<TempDir, BenchError> {
         let path =
             std::env::temp_dir().join(format!("gcx-bench-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).map_err(BenchError::TempDir)?;
+        // Private like any data folder: several benchmarks keep their store in it.
+        crate::private_files::create_dir(&path).map_err(BenchError::TempDir)?;
         Ok(TempDir(path))
     }
 
