@@ -356,6 +356,9 @@ async fn an_idle_stream_wakes_at_most_once_per_heartbeat() {
             "the idle stream lost its connection: {event:?}"
         );
     }
+    // The supervisor and the token refresher sleep too: one login, no new token while the
+    // first is far from its refresh time.
+    assert_eq!(sb.state.stats.to_json()["oauth"]["tokens_issued"], 1);
     stream.shutdown().await;
 }
 
