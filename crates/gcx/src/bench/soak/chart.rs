@@ -93,8 +93,9 @@ impl Chart {
                 bottom - top,
                 b.colour
             );
-            // At the foot of the band, clear of the guides' labels at the top.
-            if let Some(label) = &b.label {
+            // At the foot of the band, clear of the guides' labels at the top; only
+            // where the band is wide enough to hold it.
+            if let Some(label) = b.label.as_ref().filter(|_| x1 - x0 >= 40.0) {
                 let _ = write!(
                     s,
                     r#"<text x="{:.1}" y="{:.1}">{}</text>"#,

@@ -491,12 +491,14 @@ async fn drive_faults(
     let mut events = Vec::new();
     for (at, action) in plan {
         tokio::time::sleep_until(start + at).await;
+        // When it began: a restart takes seconds, and the mark belongs at its start.
+        let at_s = start.elapsed().as_secs_f64();
         let result = match action {
             Action::RestartPostgres => fault_mix::restart_postgres().await,
             other => put_faults(&http, &base, other).await,
         };
         events.push(Event {
-            at_s: start.elapsed().as_secs_f64(),
+            at_s,
             action,
             error: result.err(),
         });
