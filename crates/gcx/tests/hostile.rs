@@ -391,7 +391,7 @@ async fn the_data_folder_store_and_key_are_private() {
     }
     service.shutdown().await;
 
-    // Files left open to others (an older gcx, a careless copy) are tightened.
+    // Files left open to others (a careless copy, a restored backup) are tightened.
     for f in files {
         let path = data.join(f);
         if path.exists() {
