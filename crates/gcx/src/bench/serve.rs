@@ -156,9 +156,25 @@ pub(super) async fn start_serve(
     sandbox: &Sandbox,
     dir: &Path,
 ) -> Result<Result<child::Ready, String>, BenchError> {
-    let base = sandbox.base_url();
-    let data = dir.join("data");
-    let config = format!(
+    let config = config_text(&sandbox.base_url(), &dir.join("data"), None, KEY);
+    let config_path = dir.join("gcx.toml");
+    std::fs::write(&config_path, config).map_err(BenchError::TempDir)?;
+    let args = [OsStr::new("--config"), config_path.as_os_str()];
+    child::start(binary, "serve", &args, dir, "url").await
+}
+
+/// A `gcx serve` configuration for the benchmarks: the sandbox as Genesys Cloud and as the
+/// CRM, the store in `data` (or PostgreSQL), one API key, no rate limit, warnings only.
+pub(super) fn config_text(
+    base: &str,
+    data: &Path,
+    database_url: Option<&str>,
+    key: &str,
+) -> String {
+    let database_url = database_url
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    format!(
         r#"[genesys]
 base_url = "{base}"
 client_id = "gcx-demo"
@@ -167,18 +183,14 @@ client_secret = "gcx-demo-secret"
 url = "{base}/crm/webhook"
 [store]
 data_dir = "{data}"
-[serve]
+{database_url}[serve]
 bind = "127.0.0.1:0"
-api_keys = ["{KEY}"]
+api_keys = ["{key}"]
 rate_limit_per_key = 0
 max_batch = 100
 [log]
 level = "warn"
 "#,
         data = data.display()
-    );
-    let config_path = dir.join("gcx.toml");
-    std::fs::write(&config_path, config).map_err(BenchError::TempDir)?;
-    let args = [OsStr::new("--config"), config_path.as_os_str()];
-    child::start(binary, "serve", &args, dir, "url").await
+    )
 }

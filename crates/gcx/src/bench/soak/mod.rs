@@ -230,32 +230,6 @@ impl PgSchema {
     }
 }
 
-/// The service's configuration: the sandbox as Genesys and CRM, the store, the key.
-fn config_text(base: &str, data: &Path, database_url: Option<&str>) -> String {
-    let database_url = database_url
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"[genesys]
-base_url = "{base}"
-client_id = "gcx-demo"
-client_secret = "gcx-demo-secret"
-[crm]
-url = "{base}/crm/webhook"
-[store]
-data_dir = "{data}"
-{database_url}[serve]
-bind = "127.0.0.1:0"
-api_keys = ["{KEY}"]
-rate_limit_per_key = 0
-max_batch = 100
-[log]
-level = "warn"
-"#,
-        data = data.display()
-    )
-}
-
 async fn soak(
     binary: &Path,
     settings: &Settings,
@@ -270,7 +244,7 @@ async fn soak(
     let config_path = dir.join("gcx.toml");
     std::fs::write(
         &config_path,
-        config_text(&base, &data, database_url.as_deref()),
+        super::serve::config_text(&base, &data, database_url.as_deref(), KEY),
     )
     .map_err(BenchError::TempDir)?;
     let args = [OsStr::new("--config"), config_path.as_os_str()];
