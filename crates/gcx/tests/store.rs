@@ -26,7 +26,6 @@ both_backends!(
     due_outbox_keeps_per_key_order,
     concurrent_deliveries_share_statements_and_answer_each,
     dead_letters_cascade_and_replay_in_order,
-    a_key_is_open_while_a_message_of_it_is_undelivered,
     endpoints_disable_and_enable,
     unfinished_triggers_are_reloaded_sent_first_then_oldest_first,
     everything_survives_a_reopen,
@@ -565,42 +564,6 @@ async fn dead_letters_cascade_and_replay_in_order(t: TestStore) {
         0
     );
     assert_eq!(store.outbox_counts().await.unwrap().dead, 0);
-    store.close().await.unwrap();
-}
-
-async fn a_key_is_open_while_a_message_of_it_is_undelivered(t: TestStore) {
-    let store = t.open().await;
-    let open = |key: &'static str| {
-        let store = store.clone();
-        async move { store.outbox_key_open("crm", key).await.unwrap() }
-    };
-    let (a, b) = (message("a", 1), message("b", 1));
-    commit(
-        &store,
-        WriteBatch {
-            outbox: vec![a.clone(), b.clone()],
-            ..WriteBatch::default()
-        },
-    )
-    .await;
-    assert!(open("a").await && open("b").await);
-    assert!(!open("never").await);
-    assert!(!store.outbox_key_open("qa", "a").await.unwrap());
-    let due = store.due_outbox("crm", Utc::now(), 10).await.unwrap();
-    let id_of = |m: &NewOutboxMessage| {
-        due.iter()
-            .find(|d| d.message_id == m.message_id)
-            .unwrap()
-            .id
-    };
-    store.outbox_delivered(id_of(&a), 1, 200).await.unwrap();
-    store
-        .outbox_dead(id_of(&b), 1, "HTTP 400", Some(400))
-        .await
-        .unwrap();
-    // Delivered: closed. Dead: still open (a replay would send it first).
-    assert!(!open("a").await);
-    assert!(open("b").await);
     store.close().await.unwrap();
 }
 

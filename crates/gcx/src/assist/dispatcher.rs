@@ -313,13 +313,7 @@ impl Dispatcher {
         let feeder = handle.clone();
         tokio::spawn(async move {
             for row in unfinished {
-                let crm_key = match stored_crm_key(&feeder.core, &row).await {
-                    Ok(key) => key,
-                    Err(e) => {
-                        feeder.core.halt_with(format!("store read failed: {e}"));
-                        break;
-                    }
-                };
+                let crm_key = crm_ordering_key(row.accepted_at, row.correlation_id);
                 let payload: ActionTriggerPayload = match serde_json::from_value(row.payload) {
                     Ok(p) => p,
                     Err(e) => {
@@ -879,23 +873,8 @@ struct Resume {
     state: TriggerState,
     /// Sends so far.
     attempts: u32,
-    /// The ordering key its CRM rows use ([`stored_crm_key`]).
+    /// The ordering key its CRM rows use ([`crm_ordering_key`] of its acceptance time).
     crm_key: String,
-}
-
-/// The CRM ordering key of a stored trigger: [`crm_ordering_key`] of its stored
-/// acceptance time; or, for one that a gcx from before that key sent, its bare
-/// correlationId while a row under that key is still undelivered, so that its next row
-/// queues behind that one.
-async fn stored_crm_key(core: &Core, row: &TriggerRow) -> Result<String, StoreError> {
-    let legacy = row.correlation_id.to_string();
-    if core.config.recorder.crm
-        && row.state == TriggerState::Sent
-        && core.store.outbox_key_open(CRM_ENDPOINT, &legacy).await?
-    {
-        return Ok(legacy);
-    }
-    Ok(crm_ordering_key(row.accepted_at, row.correlation_id))
 }
 
 /// One trigger's life. Always ends by publishing an outcome and leaving the registry.
@@ -1085,7 +1064,7 @@ async fn stored_admission(
             // Stored unfinished by another gcx on this store: its rows' key is the
             // stored one.
             let key = match core.store.trigger(id).await {
-                Ok(Some(row)) => stored_crm_key(core, &row).await,
+                Ok(Some(row)) => Ok(crm_ordering_key(row.accepted_at, row.correlation_id)),
                 Ok(None) => Ok(crm_ordering_key(accepted_at, id)),
                 Err(e) => Err(e),
             };

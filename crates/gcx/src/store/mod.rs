@@ -584,16 +584,6 @@ impl Store {
         on_backend!(&self.inner.backend, b => b.outbox_counts().await)
     }
 
-    /// Whether `(endpoint, ordering_key)` has a message not yet delivered (pending or
-    /// dead): a new message for that key queues behind it.
-    pub async fn outbox_key_open(
-        &self,
-        endpoint: &str,
-        ordering_key: &str,
-    ) -> Result<bool, StoreError> {
-        on_backend!(&self.inner.backend, b => b.outbox_key_open(endpoint, ordering_key).await)
-    }
-
     /// Messages with `status` (all when `None`), oldest first, at most `limit`.
     pub async fn outbox_list(
         &self,

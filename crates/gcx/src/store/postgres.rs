@@ -833,23 +833,6 @@ impl PgBackend {
         Ok(counts)
     }
 
-    pub(crate) async fn outbox_key_open(
-        &self,
-        endpoint: &str,
-        ordering_key: &str,
-    ) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE endpoint = $1 AND ordering_key = $2 \
-               AND status IN ('pending', 'dead'))",
-        )
-        .bind(endpoint)
-        .bind(ordering_key)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(self.db())?;
-        get(&row, 0, &self.location)
-    }
-
     pub(crate) async fn outbox_list(
         &self,
         status: Option<OutboxStatus>,

@@ -273,26 +273,6 @@ impl SqliteBackend {
         })
     }
 
-    pub(crate) async fn outbox_key_open(
-        &self,
-        endpoint: &str,
-        ordering_key: &str,
-    ) -> Result<bool, StoreError> {
-        // Two probes, one per partial index (`outbox_key_pending`, `outbox_dead`).
-        let row = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM outbox WHERE endpoint = ?1 AND ordering_key = ?2 \
-               AND status = 'pending') \
-             OR EXISTS (SELECT 1 FROM outbox WHERE endpoint = ?1 AND ordering_key = ?2 \
-               AND status = 'dead')",
-        )
-        .bind(endpoint)
-        .bind(ordering_key)
-        .fetch_one(&self.read)
-        .await
-        .map_err(self.db())?;
-        get(&row, 0, &self.location)
-    }
-
     pub(crate) async fn outbox_list(
         &self,
         status: Option<OutboxStatus>,
