@@ -1,4 +1,4 @@
-//! # `gcx bench`: every benchmark the issues ask for, behind one entry point
+//! # `gcx bench`: every benchmark of the project, behind one entry point
 //!
 //! Each benchmark is a library function in its own module that takes a size and returns
 //! a measurement; [`BENCHES`] lists them with the figures each produces, their units and
@@ -42,7 +42,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-/// What a figure should reach on this 2-core machine (from the issues).
+/// What a figure should reach on a 2-core machine (BENCHMARKS.md states each aim).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Aim {
@@ -116,7 +116,7 @@ pub struct Bench {
 pub const BENCHES: &[Bench] = &[
     Bench {
         name: "dispatch",
-        about: "triggers through the durable pipeline, engine latency 0, limit 50 (issue 4)",
+        about: "triggers through the durable pipeline, engine latency 0, limit 50",
         full_size: 50_000,
         quick_size: 300,
         size_unit: "triggers",
@@ -134,7 +134,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "dispatch-grown",
-        about: "dispatch's figure for 50,000 more triggers once this many are stored, with their outbox rows and audit records (issue 4)",
+        about: "dispatch's figure for 50,000 more triggers once this many are stored, with their outbox rows and audit records",
         full_size: 1_000_000,
         quick_size: 600,
         size_unit: "triggers",
@@ -176,7 +176,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "slots",
-        about: "slot utilisation at engine latency 20 ms, limit 50 (issue 4)",
+        about: "slot utilisation at engine latency 20 ms, limit 50",
         full_size: 10_000,
         quick_size: 200,
         size_unit: "triggers",
@@ -193,7 +193,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "audit-sqlite",
-        about: "durable audit appends, 1000 writers, group commit, SQLite (issue 3)",
+        about: "durable audit appends, 1000 writers, group commit, SQLite",
         full_size: 200_000,
         quick_size: 2_000,
         size_unit: "records",
@@ -207,7 +207,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "audit-postgres",
-        about: "durable audit appends, 1000 writers, group commit, PostgreSQL (issue 3)",
+        about: "durable audit appends, 1000 writers, group commit, PostgreSQL",
         full_size: 200_000,
         quick_size: 2_000,
         size_unit: "records",
@@ -221,7 +221,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "outbox",
-        about: "signed CRM webhooks delivered to the sandbox receiver, SQLite (issue 3)",
+        about: "signed CRM webhooks delivered to the sandbox receiver, SQLite",
         full_size: 20_000,
         quick_size: 200,
         size_unit: "messages",
@@ -235,7 +235,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "events-500",
-        about: "gcx simulate at batch 500 async, 10,000 agents; wrk at batch 500 as the peer (issues 2, 6)",
+        about: "gcx simulate at batch 500 async, 10,000 agents; wrk at batch 500 as the peer",
         full_size: 10,
         quick_size: 1,
         size_unit: "seconds",
@@ -252,7 +252,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "events-1",
-        about: "requests/s at batch 1 (sync): gcx simulate next to wrk on the same sandbox (issues 2, 6)",
+        about: "requests/s at batch 1 (sync): gcx simulate next to wrk on the same sandbox",
         full_size: 10,
         quick_size: 1,
         size_unit: "seconds",
@@ -265,7 +265,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "stream",
-        about: "sandbox assist stream, send->ack->result, engine latency 0, 4 sockets (issue 2)",
+        about: "sandbox assist stream, send->ack->result, engine latency 0, 4 sockets",
         full_size: 200_000,
         quick_size: 2_000,
         size_unit: "messages",
@@ -277,7 +277,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "serve-1",
-        about: "POST /v1/triggers, batches of 1, full pipeline behind gcx serve (issue 5)",
+        about: "POST /v1/triggers, batches of 1, full pipeline behind gcx serve",
         full_size: 5_000,
         quick_size: 100,
         size_unit: "triggers",
@@ -295,7 +295,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "serve-100",
-        about: "POST /v1/triggers, batches of 100, full pipeline behind gcx serve (issue 5)",
+        about: "POST /v1/triggers, batches of 100, full pipeline behind gcx serve",
         full_size: 20_000,
         quick_size: 200,
         size_unit: "triggers",
@@ -311,7 +311,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "soak",
-        about: "gcx serve under steady load and every fault, sampled and accounted for; writes samples.csv and soak.html (issue 23; --soak-* flags)",
+        about: "gcx serve under steady load and every fault, sampled and accounted for; writes samples.csv and soak.html (--soak-* flags)",
         full_size: 1_800,
         quick_size: 40,
         size_unit: "seconds",
@@ -330,7 +330,7 @@ pub const BENCHES: &[Bench] = &[
     },
     Bench {
         name: "waiting",
-        about: "CPU of gcx serve over this many seconds of waiting: idle, 10,000 webhooks in back-off, CRM answering 503 (issue 23)",
+        about: "CPU of gcx serve over this many seconds of waiting: idle, 10,000 webhooks in back-off, CRM answering 503",
         full_size: 60,
         quick_size: 5,
         size_unit: "seconds",
