@@ -678,7 +678,6 @@ impl Supervisor {
     }
 }
 
-/// The one writer: feeds every queued frame, flushes once per burst.
 /// How long a quiet line waits before it pings: half an interval past the engine's own
 /// heartbeat, so a heartbeat on time never races the ping.
 fn ping_after(heartbeat: Duration) -> Duration {
@@ -703,6 +702,7 @@ fn next_check(
     closing.map_or(quiet, |(deadline, _)| deadline.min(quiet))
 }
 
+/// The one writer: feeds every queued frame, flushes once per burst.
 async fn write_frames(
     mut sink: futures_util::stream::SplitSink<Socket, Message>,
     mut queue: mpsc::Receiver<Message>,
