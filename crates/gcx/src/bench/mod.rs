@@ -31,6 +31,7 @@ mod child;
 pub mod dispatch;
 pub mod events;
 pub mod outbox;
+mod payload;
 pub mod proc;
 pub mod serve;
 pub mod soak;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use gcx_sandbox::{Sandbox, SandboxOptions};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::payload::trigger;
 use super::proc::rss_kib;
 use super::{BenchError, Measurement, Outcome, TempDir, child};
 
@@ -46,9 +47,13 @@ pub async fn intake(binary: &Path, triggers: usize, batch: usize) -> Result<Outc
         (0..triggers.div_ceil(batch))
             .map(|b| {
                 if batch == 1 {
-                    trigger(b)
+                    trigger("bench", b, uuid::Uuid::new_v4(), 2)
                 } else {
-                    Value::Array((0..batch).map(|i| trigger(b * batch + i)).collect())
+                    Value::Array(
+                        (0..batch)
+                            .map(|i| trigger("bench", b * batch + i, uuid::Uuid::new_v4(), 2))
+                            .collect(),
+                    )
                 }
             })
             .collect(),
@@ -133,20 +138,6 @@ pub async fn intake(binary: &Path, triggers: usize, batch: usize) -> Result<Outc
         m = m.with("idle_rss", mib(idle_kib));
     }
     Ok(Outcome::Measured(m))
-}
-
-fn trigger(n: usize) -> Value {
-    json!({
-        "actionType": "knowledge_search",
-        "parameterMatrix": {"query": format!("bench query {n}"), "languageCode": "en-US"},
-        "executionContext": {
-            "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-            "sessionId": format!("bench-{}", n / 10),
-            "interactionType": "voice"
-        },
-        "correlationId": uuid::Uuid::new_v4().to_string(),
-        "maxRetries": 2
-    })
 }
 
 /// Starts `gcx serve` on port 0 against the sandbox, its store in `dir/data`; the inner

@@ -2,9 +2,11 @@
 //! parsing it: the content type and the number of events in a batch.
 
 use axum::body::Body;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+
+use crate::http_error::ApiError;
 
 /// Why a body could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,23 @@ pub(crate) async fn read_limited(
         return Err(BodyError::TooLarge { limit });
     }
     Ok(buf.freeze())
+}
+
+/// Refuses (415, naming what was sent) a request whose body is not declared JSON.
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    if is_json_content_type(headers) {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        format!(
+            "Content-Type must be application/json, got {}",
+            given.as_deref().unwrap_or("none")
+        ),
+    ))
 }
 
 /// Whether the request says its body is JSON (`application/json` or `application/*+json`,

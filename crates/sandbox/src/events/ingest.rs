@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use gcx_protocol::events::{
@@ -21,7 +21,7 @@ use gcx_protocol::oauth::SCOPE_INTERACTIONS_READ;
 use tokio::time::Instant;
 
 use super::batch::{BatchError, EventIn, parse_batch};
-use super::body::{BodyError, count_array_elements, is_json_content_type, read_limited};
+use super::body::{BodyError, count_array_elements, read_limited, require_json};
 use super::store::{Mode, Submitted};
 use crate::AppState;
 use crate::faults::draw;
@@ -148,18 +148,7 @@ fn checked_batch(
             "the batch has more than {MAX_BATCH_EVENTS} events; send at most {MAX_BATCH_EVENTS} per request"
         )));
     }
-    if !is_json_content_type(headers) {
-        let given = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "Content-Type must be application/json, got {}",
-                given.as_deref().unwrap_or("none")
-            ),
-        ));
-    }
+    require_json(headers)?;
     let sync = !async_parameter(query)?;
     let events = parse_batch(&bytes).map_err(|e| match e {
         BatchError::NotJson(e) => ApiError::bad_request(format!("the body is not JSON: {e}")),

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use chrono::DateTime;
 use gcx_protocol::events::{CODE_INVALID_TRANSITION, QueriedEvent, QueryRequest, QueryResponse};
 use gcx_protocol::oauth::SCOPE_ANALYTICS_QUERY;
 
-use super::body::{BodyError, is_json_content_type, read_limited};
+use super::body::{BodyError, read_limited, require_json};
 use super::store::{Outcome, QueryKey, Record};
 use crate::AppState;
 use crate::http_error::ApiError;
@@ -58,18 +58,7 @@ fn answer(
         ),
         e @ BodyError::Read(_) => ApiError::bad_request(e.to_string()),
     })?;
-    if !is_json_content_type(headers) {
-        let given = headers
-            .get(header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!(
-                "Content-Type must be application/json, got {}",
-                given.as_deref().unwrap_or("none")
-            ),
-        ));
-    }
+    require_json(headers)?;
     let request = read_request(&bytes)?;
     let key = key_of(&request)?;
     let from = cursor_of(&request)?;

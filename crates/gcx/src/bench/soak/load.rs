@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use uuid::Uuid;
+
+use crate::bench::payload::trigger;
 
 /// Requests in flight at once; a tick that finds them all busy waits for one.
 const IN_FLIGHT: usize = 8;
@@ -145,24 +147,10 @@ fn new_batch(first: usize, len: usize) -> Batch {
     let body = Value::Array(
         ids.iter()
             .enumerate()
-            .map(|(i, id)| trigger(first + i, *id))
+            .map(|(i, id)| trigger("soak", first + i, *id, 3))
             .collect(),
     );
     Batch { ids, body }
-}
-
-fn trigger(n: usize, id: Uuid) -> Value {
-    json!({
-        "actionType": "knowledge_search",
-        "parameterMatrix": {"query": format!("soak query {n}"), "languageCode": "en-US"},
-        "executionContext": {
-            "agentId": "a1b2c3d4-e5f6-7890-abcd-ef1234567890",
-            "sessionId": format!("soak-{}", n / 10),
-            "interactionType": "voice"
-        },
-        "correlationId": id.to_string(),
-        "maxRetries": 3
-    })
 }
 
 #[cfg(test)]
