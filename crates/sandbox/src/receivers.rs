@@ -345,7 +345,9 @@ pub fn verify(
 mod tests {
     use super::*;
 
-    /// DESIGN.md's Standard Webhooks vector.
+    /// DESIGN.md's Standard Webhooks vector. The client's signer tests check the same
+    /// vector on their own: the sandbox depends on no gcx code, so that one side's bug
+    /// cannot hide in the peer that tests it.
     const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
     const ID: &str = "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk";
     const TS: i64 = 1_649_367_553;

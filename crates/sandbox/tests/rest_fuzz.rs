@@ -50,14 +50,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 /// A valid event with a few random changes (keys dropped, replaced, added, recased).
 fn mangled_event() -> impl Strategy<Value = Value> {
-    const KEYS: [&str; 6] = [
-        "sequenceId",
-        "timestamp",
-        "interactionId",
-        "agentId",
-        "state",
-        "eventType",
-    ];
+    const KEYS: [&str; 6] = gcx_protocol::events::EVENT_KEYS;
     (
         prop::sample::select(&STATES[..]),
         prop::collection::vec(

@@ -140,14 +140,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    const KEYS: [&str; 6] = [
-        "sequenceId",
-        "timestamp",
-        "interactionId",
-        "agentId",
-        "state",
-        "eventType",
-    ];
+    const KEYS: [&str; 6] = gcx_protocol::events::EVENT_KEYS;
 
     fn valid_event(n: u128, state: AgentState) -> Value {
         json!({
