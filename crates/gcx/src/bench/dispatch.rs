@@ -12,7 +12,7 @@ use gcx_protocol::Catalogue;
 use gcx_sandbox::{Faults, LatencySpec, Sandbox, SandboxOptions};
 
 use super::BenchError;
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle};
+use crate::assist::dispatch::{Dispatcher, DispatcherConfig, DispatcherHandle};
 use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;
 use crate::store::Store;

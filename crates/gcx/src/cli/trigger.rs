@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::GlobalArgs;
 use crate::assist::batch::{BatchOutcomes, dispatch_batch};
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome};
+use crate::assist::dispatch::{Dispatcher, DispatcherConfig, Outcome};
 use crate::assist::intake::{self, IntakeOptions};
 use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;

@@ -30,7 +30,7 @@ use base64::Engine as _;
 use gcx_protocol::Catalogue;
 use gcx_sandbox::{Sandbox, SandboxOptions};
 
-use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig};
+use crate::assist::dispatch::{DispatchError, Dispatcher, DispatcherConfig};
 use crate::audit::keys::{KeyError, PUBLIC_KEY_FILE, read_public_key};
 use crate::audit::{AuditError, VerifyOptions};
 use crate::auth::{AuthError, Credentials, TokenProvider};

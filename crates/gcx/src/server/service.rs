@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::api_keys::{ApiKeyError, ApiKeys};
 use super::state::{AppState, DeliveryCell};
 use super::{auth_failures, prometheus, retention, run};
-use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
+use crate::assist::dispatch::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
 use crate::auth::TokenProvider;
 use crate::config::Config;
 use crate::delivery::{DeliveryError, DeliveryWorker};
