@@ -4,6 +4,10 @@
 //! the next event, write the ack, finish, back off, reject); the decisions between them
 //! are all in `decide.rs`. Whatever happens, [`drive`] publishes the outcome, gives the
 //! slot back and leaves the registry.
+//!
+//! One room for all the steps, though it runs to a few hundred lines: each step is a
+//! short method on the one [`Life`] they all read and write, and splitting them would
+//! only spread that state's fields across files.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
