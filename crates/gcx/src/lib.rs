@@ -13,6 +13,8 @@
 //! - [`auth`]: `TokenProvider`, OAuth client credentials with single-flight refresh.
 //! - [`assist`]: the assist stream (one socket), the dispatcher (slots, retries, resume)
 //!   and intake (files, stdin, HTTP bodies -> validated triggers).
+//! - [`pipeline`]: the dispatch side built from a `Config` (login, store, delivery
+//!   worker, dispatcher), for `gcx trigger`, `gcx serve`, `gcx demo` and `gcx bench`.
 //! - [`desk`]: the agent desktop simulator: scenario, schedule, agents, injector,
 //!   correlation, latency and reports.
 //! - [`delivery`]: the outbox worker: Standard Webhooks signing, retries, per-key order,
@@ -38,6 +40,7 @@ pub mod delivery;
 pub mod demo;
 pub mod desk;
 pub mod http_client;
+pub mod pipeline;
 pub mod private_files;
 pub mod retry;
 pub mod server;

@@ -365,7 +365,7 @@ async fn an_idle_stream_wakes_at_most_once_per_heartbeat() {
 // ---------------------------------------------------------------------------------------
 // The dispatcher, with a real SQLite store.
 
-use gcx::assist::dispatcher::{Admission, Dispatcher, DispatcherConfig, DispatcherHandle, Outcome};
+use gcx::assist::dispatch::{Admission, Dispatcher, DispatcherConfig, DispatcherHandle, Outcome};
 use gcx::config::Config;
 use gcx::store::{Store, TriggerState};
 
@@ -985,76 +985,6 @@ async fn capacity_held_by_a_previous_process_does_not_spend_resumed_triggers_ret
     assert_eq!(stats["assist"]["executed_unique"], 10);
     assert!(outcomes.iter().all(|o| o.retries == 0), "{outcomes:?}");
     d.shutdown().await;
-    store.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_trigger_sent_under_the_bare_correlation_id_key_finishes_under_it() {
-    use gcx::store::{TriggerWrite, WriteBatch};
-    let sb = sandbox(Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    // As a gcx from before time-led keys left it: sent, its `initiated` row undelivered
-    // under the bare correlationId. Beside it, one whose `initiated` row was delivered.
-    let mut config = Config::default();
-    config.store.data_dir = dir.path().to_owned();
-    let store = Store::open(&config.store).await.unwrap();
-    let (pending, delivered) = (trigger(1), trigger(2));
-    for t in [&pending, &delivered] {
-        let id = t.correlation_id;
-        let now = chrono::Utc::now();
-        let message = gcx::delivery::message(
-            "crm",
-            &id.to_string(),
-            &json!({"executionState": "initiated"}),
-        );
-        store
-            .commit(WriteBatch {
-                triggers: vec![
-                    TriggerWrite::Accept {
-                        correlation_id: id,
-                        action_type: t.action_type.clone(),
-                        payload: serde_json::value::to_raw_value(t).unwrap(),
-                        at: now,
-                    },
-                    TriggerWrite::Transition {
-                        correlation_id: id,
-                        state: TriggerState::Sent,
-                        attempts: 1,
-                        at: now,
-                        output: None,
-                        error: None,
-                    },
-                ],
-                outbox: vec![message],
-                audit: vec![],
-            })
-            .await
-            .unwrap();
-    }
-    let rows = store.outbox_list(None, 10).await.unwrap();
-    let second = rows
-        .iter()
-        .find(|m| m.ordering_key == delivered.correlation_id.to_string());
-    store
-        .outbox_delivered(second.unwrap().id, 1, 200)
-        .await
-        .unwrap();
-    store.close().await.unwrap();
-
-    let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
-    assert_eq!(d.stats().resumed, 2);
-    let outcomes = run_all(&d, vec![pending.clone(), delivered.clone()]).await;
-    assert_eq!(count(&outcomes, TriggerState::Completed), 2);
-    d.shutdown().await;
-    let by_key = crm_rows_by_key(&store).await;
-    // Still undelivered: the end queues behind it under the same key.
-    assert_eq!(
-        by_key[&pending.correlation_id.to_string()],
-        ["initiated", "completed"]
-    );
-    // Delivered already: nothing to queue behind, so the new key.
-    assert_eq!(by_key[&delivered.correlation_id.to_string()], ["initiated"]);
-    assert_eq!(by_key.len(), 3, "{by_key:?}");
     store.close().await.unwrap();
 }
 

@@ -128,7 +128,7 @@ async fn a_silent_client_after_the_tls_handshake_is_closed() {
         gcx::config::Secret::new("gcx-demo-secret"),
     );
     let http = gcx::http_client::build(Duration::from_secs(5)).unwrap();
-    let upstream = gcx::server::service::Upstream {
+    let upstream = gcx::pipeline::Upstream {
         tokens: gcx::auth::TokenProvider::new(credentials, http).unwrap(),
         stream_url: sandbox.info().stream_url,
         catalogue: gcx_protocol::Catalogue::builtin(),

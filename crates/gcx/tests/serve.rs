@@ -657,7 +657,7 @@ async fn a_service_without_keys_refuses_to_start() {
         gcx::http_client::build(Duration::from_secs(5)).unwrap(),
     )
     .unwrap();
-    let upstream = gcx::server::service::Upstream {
+    let upstream = gcx::pipeline::Upstream {
         tokens,
         stream_url: sandbox.info().stream_url,
         catalogue: gcx_protocol::Catalogue::builtin(),
@@ -1067,7 +1067,7 @@ async fn the_rustls_listener_serves_the_same_api() {
         gcx::http_client::build(Duration::from_secs(5)).unwrap(),
     )
     .unwrap();
-    let upstream = gcx::server::service::Upstream {
+    let upstream = gcx::pipeline::Upstream {
         tokens,
         stream_url: sandbox.info().stream_url,
         catalogue: gcx_protocol::Catalogue::builtin(),

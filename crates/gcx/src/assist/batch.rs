@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use gcx_protocol::ActionTriggerPayload;
 
-use super::dispatcher::{DispatcherHandle, MAX_CHUNK, Outcome, Ticket};
+use super::dispatch::{DispatcherHandle, MAX_CHUNK, Outcome, Ticket};
 
 /// What dispatching a set of triggers gave.
 #[derive(Debug, Clone, Default)]

@@ -12,9 +12,9 @@ use gcx_protocol::Catalogue;
 use gcx_sandbox::{Faults, LatencySpec, Sandbox, SandboxOptions};
 
 use super::BenchError;
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle};
-use crate::auth::{Credentials, TokenProvider};
+use crate::assist::dispatch::DispatcherHandle;
 use crate::config::Config;
+use crate::pipeline::{Pipeline, PipelineOptions};
 use crate::store::Store;
 
 /// The engine's concurrency limit in both dispatch benchmarks (the protocol's default).
@@ -177,19 +177,14 @@ impl Rig {
         .map_err(BenchError::Sandbox)?;
         let dir = super::TempDir::new()?;
         let mut config = Config::default();
+        config.genesys.base_url = Some(sandbox.base_url());
         config.store.data_dir = dir.path().to_owned();
+        // The CRM rows are written, not delivered: no delivery worker.
         config.crm.url = Some(sandbox.info().crm_url);
-        let store = Store::open(&config.store).await?;
-        let tokens = TokenProvider::new(
-            Credentials::sandbox_demo(&sandbox.base_url())
-                .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
-            crate::http_client::build(Duration::from_secs(10))?,
-        )?;
-        tokens.token().await?;
         let catalogue = Catalogue::builtin();
-        let dispatch_config =
-            DispatcherConfig::from_config(&config, sandbox.info().stream_url, catalogue.version());
-        let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+        let Pipeline {
+            store, dispatcher, ..
+        } = Pipeline::from_config(&config, catalogue.clone(), PipelineOptions::default()).await?;
         // Connected before the clock starts.
         while dispatcher.connected_epoch().is_none() {
             if let Some(why) = dispatcher.halted() {

@@ -425,7 +425,7 @@ pub enum BenchError {
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
     #[error(transparent)]
-    Dispatch(#[from] crate::assist::dispatcher::DispatchError),
+    Pipeline(#[from] crate::pipeline::PipelineError),
     #[error("the simulation: {0}")]
     Simulate(String),
     #[error("HTTP: {0}")]

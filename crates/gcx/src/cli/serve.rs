@@ -9,7 +9,6 @@ use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::serve::ListenerExt;
@@ -17,10 +16,10 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::GlobalArgs;
-use crate::auth::{Credentials, TokenProvider};
 use crate::config::{Config, Secret};
+use crate::pipeline::{Upstream, create_data_dir};
 use crate::server::api_keys::hash_key;
-use crate::server::service::{Service, Upstream};
+use crate::server::service::Service;
 use crate::server::tls::{TlsListener, load_server_config};
 
 #[derive(Debug, clap::Args)]
@@ -83,12 +82,7 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
         );
     }
     let upstream = upstream(&config).await?;
-    std::fs::create_dir_all(&config.store.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {} (--data-dir, store.data_dir)",
-            config.store.data_dir.display()
-        )
-    })?;
+    create_data_dir(&config)?;
     let tcp = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (serve.bind / --bind)"))?;
@@ -166,22 +160,14 @@ fn hash_key_command(key: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Login, stream URL and catalogue from the configuration.
+/// Login, stream URL and catalogue from the configuration, logged in before anything is
+/// opened, so a refused login is the one error shown.
 async fn upstream(config: &Config) -> anyhow::Result<Upstream> {
-    let endpoints = crate::config::endpoints(&config.genesys)?;
-    let credentials = Credentials::from_config(&config.genesys, &endpoints)?
-        .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES);
-    let http = crate::http_client::build(Duration::from_secs(30))?;
-    let tokens = TokenProvider::new(credentials, http)?;
-    // Log in before opening anything, so a refused login is the one error shown.
-    tokens.token().await.context("logging in")?;
     let catalogue =
         crate::assist::intake::load_catalogue(config.dispatch.catalogue_path.as_deref())?;
-    Ok(Upstream {
-        tokens,
-        stream_url: endpoints.assist_stream_url,
-        catalogue,
-    })
+    let upstream = Upstream::from_config(config, catalogue)?;
+    upstream.login().await.context("logging in")?;
+    Ok(upstream)
 }
 
 fn write_ready_file(path: &Path, url: &str) -> anyhow::Result<()> {

@@ -10,7 +10,6 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,12 +19,12 @@ use tokio::time::Instant;
 
 use super::GlobalArgs;
 use crate::assist::batch::{BatchOutcomes, dispatch_batch};
-use crate::assist::dispatcher::{Dispatcher, DispatcherConfig, Outcome};
+use crate::assist::dispatch::Outcome;
 use crate::assist::intake::{self, IntakeOptions};
-use crate::auth::{Credentials, TokenProvider};
 use crate::config::Config;
-use crate::delivery::{DeliveryHandle, DeliveryWorker, DrainReport};
-use crate::store::{Store, TriggerState};
+use crate::delivery::DrainReport;
+use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::store::TriggerState;
 
 /// How many invalid triggers have their violations printed; the rest are counted.
 pub const LISTED: u64 = 100;
@@ -130,31 +129,14 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
     }
 
     let started = Instant::now();
-    let endpoints = crate::config::endpoints(&config.genesys)?;
-    let http = crate::http_client::build(Duration::from_secs(30))?;
-    let credentials = Credentials::from_config(&config.genesys, &endpoints)?
-        .with_scopes(gcx_protocol::oauth::ASSIST_SCOPES);
-    let tokens = TokenProvider::new(credentials, http)?;
-    // Log in before opening anything, so a refused login is the one error shown.
-    tokens.token().await?;
-
-    std::fs::create_dir_all(&config.store.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {} (--data-dir, store.data_dir)",
-            config.store.data_dir.display()
-        )
-    })?;
-    let store = Store::open(&config.store).await?;
-    let mut dispatch_config = DispatcherConfig::from_config(
-        &config,
-        endpoints.assist_stream_url.clone(),
-        catalogue.version().to_owned(),
-    );
-    let delivery = crm_delivery(&store, &config)?;
-    if let Some(delivery) = &delivery {
-        dispatch_config.outbox_notify = Some(delivery.notifier());
-    }
-    let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+    let options = PipelineOptions {
+        delivery: config.crm.url.is_some(),
+    };
+    let Pipeline {
+        store,
+        dispatcher,
+        delivery,
+    } = Pipeline::from_config(&config, catalogue, options).await?;
 
     let progress = progress_bar(valid.len() as u64, &args);
     let total = valid.len() as u64;
@@ -172,11 +154,10 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
     let stats = dispatcher.stats();
     dispatcher.shutdown().await;
 
-    drop(dispatcher);
-    let crm = match delivery {
-        Some(delivery) => Some(delivery.finish(args.drain_timeout).await?),
-        None => None,
-    };
+    let crm = delivery
+        .finish(args.drain_timeout)
+        .await?
+        .map(|(report, _)| report);
     if let Some(report) = crm.filter(|r| r.pending > 0 || r.dead > 0) {
         eprintln!(
             "CRM webhooks: {} undelivered after --drain-timeout {:?} and {} dead-lettered; they \
@@ -258,48 +239,6 @@ fn progress_bar(len: u64, args: &Args) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
-}
-
-/// The CRM delivery of this run, if a CRM URL is configured.
-fn crm_delivery(store: &Store, config: &Config) -> anyhow::Result<Option<CrmDelivery>> {
-    if config.crm.url.is_none() {
-        return Ok(None);
-    }
-    let worker = DeliveryWorker::spawn(store.clone(), config)
-        .context("cannot start CRM webhook delivery (crm.webhook_url, CRM_WEBHOOK_URL)")?;
-    Ok(Some(CrmDelivery {
-        worker: Arc::new(worker),
-    }))
-}
-
-/// The delivery worker, as this command uses it.
-struct CrmDelivery {
-    worker: Arc<DeliveryHandle>,
-}
-
-impl CrmDelivery {
-    /// Wakes the worker after a commit that wrote outbox rows. Holds it weakly, so
-    /// [`CrmDelivery::finish`] gets it back once the dispatcher is gone.
-    fn notifier(&self) -> Arc<dyn Fn() + Send + Sync> {
-        let worker = Arc::downgrade(&self.worker);
-        Arc::new(move || {
-            if let Some(w) = worker.upgrade() {
-                w.notify();
-            }
-        })
-    }
-
-    /// Waits up to `timeout` for the outbox to drain, stops the worker, reports what is
-    /// left (it stays in the store for the next run that delivers).
-    async fn finish(self, timeout: Duration) -> anyhow::Result<DrainReport> {
-        let report = self.worker.drain(timeout).await?;
-        // Once the dispatcher is gone nobody else holds the worker; if someone did,
-        // dropping our reference would be enough.
-        if let Ok(worker) = Arc::try_unwrap(self.worker) {
-            worker.shutdown().await;
-        }
-        Ok(report)
-    }
 }
 
 /// The run's figures: the seed's metrics plus percentiles and counts.

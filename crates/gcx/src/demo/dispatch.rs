@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::assist::batch::dispatch_batch;
-use crate::assist::dispatcher::{DispatcherHandle, Outcome};
+use crate::assist::dispatch::{DispatcherHandle, Outcome};
 use crate::desk::latency::{Percentiles, new_histogram};
 use crate::store::TriggerState;
 

@@ -22,23 +22,24 @@ pub mod summary;
 pub mod triggers;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use base64::Engine as _;
 use gcx_protocol::Catalogue;
-use gcx_sandbox::{Sandbox, SandboxOptions};
+use gcx_sandbox::{ReadyInfo, Sandbox, SandboxOptions};
 
-use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig};
+use crate::assist::dispatch::DispatchError;
 use crate::audit::keys::{KeyError, PUBLIC_KEY_FILE, read_public_key};
 use crate::audit::{AuditError, VerifyOptions};
-use crate::auth::{AuthError, Credentials, TokenProvider};
+use crate::auth::AuthError;
 use crate::config::{Config, Secret};
-use crate::delivery::{DeliveryError, DeliveryWorker};
+use crate::delivery::DeliveryError;
 use crate::desk::live::LiveStats;
 use crate::desk::{ScenarioError, SimulateError};
-use crate::store::{Store, StoreError};
+use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, StartError, UpstreamError};
+use crate::store::StoreError;
 
 pub use summary::{Check, DemoSummary};
 
@@ -154,6 +155,8 @@ pub enum DemoError {
     Auth(#[from] AuthError),
     #[error("the dispatcher: {0}")]
     Dispatch(#[from] DispatchError),
+    #[error("the embedded sandbox's endpoints: {0}")]
+    Endpoints(#[source] crate::config::ConfigError),
     #[error("{0}")]
     Scenario(ScenarioError),
     #[error("the simulation: {0}")]
@@ -162,6 +165,22 @@ pub enum DemoError {
     Audit(#[from] AuditError),
     #[error("the audit public key: {0}")]
     Key(#[from] KeyError),
+}
+
+impl From<PipelineError> for DemoError {
+    fn from(e: PipelineError) -> DemoError {
+        match e {
+            PipelineError::Upstream(UpstreamError::Endpoints(e)) => DemoError::Endpoints(e),
+            PipelineError::Upstream(UpstreamError::Credentials(e)) | PipelineError::Login(e) => {
+                DemoError::Auth(e)
+            }
+            PipelineError::Upstream(UpstreamError::HttpClient(e)) => DemoError::HttpClient(e),
+            PipelineError::DataDir { path, source } => DemoError::DataDir { path, source },
+            PipelineError::Start(StartError::Store(e)) => DemoError::Store(e),
+            PipelineError::Start(StartError::Delivery(e)) => DemoError::Delivery(e),
+            PipelineError::Start(StartError::Dispatch(e)) => DemoError::Dispatch(e),
+        }
+    }
 }
 
 /// Runs the demo to its summary. Progress is published in `progress` as it goes.
@@ -183,25 +202,12 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
     .await
     .map_err(DemoError::Sandbox)?;
     let info = sandbox.info();
-    let config = demo_config(opts, &info.crm_url, crm_secret);
-
-    let store = Store::open(&config.store).await?;
-    let delivery = Arc::new(DeliveryWorker::spawn(store.clone(), &config)?);
-    let tokens = TokenProvider::new(
-        Credentials::sandbox_demo(&info.base_url).with_scopes(gcx_protocol::oauth::ASSIST_SCOPES),
-        crate::http_client::build(Duration::from_secs(10))?,
-    )?;
-    tokens.token().await?;
-    let mut dispatch_config =
-        DispatcherConfig::from_config(&config, &info.stream_url, catalogue.version());
-    // A weak reference: the worker is shut down (not merely dropped) at the end.
-    let notify: Weak<crate::delivery::DeliveryHandle> = Arc::downgrade(&delivery);
-    dispatch_config.outbox_notify = Some(Arc::new(move || {
-        if let Some(d) = notify.upgrade() {
-            d.notify();
-        }
-    }));
-    let dispatcher = Dispatcher::start(dispatch_config, store.clone(), tokens).await?;
+    let config = demo_config(opts, &info, crm_secret);
+    let Pipeline {
+        store,
+        dispatcher,
+        delivery,
+    } = Pipeline::from_config(&config, catalogue, PipelineOptions { delivery: true }).await?;
 
     // (a) the batch.
     progress
@@ -226,14 +232,10 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
 
     // (c) the outbox, then the audit log.
     progress.enter(Phase::Draining);
-    let drained = delivery.drain(opts.drain_timeout).await?;
-    let delivery_counters = delivery.counters();
-    match Arc::try_unwrap(delivery) {
-        Ok(handle) => handle.shutdown().await,
-        // Only the dispatcher's notifier could hold another reference, and it is gone;
-        // dropping the handle stops the worker at once, which after a drain loses nothing.
-        Err(handle) => drop(handle),
-    }
+    let (drained, delivery_counters) = delivery
+        .finish(opts.drain_timeout)
+        .await?
+        .unwrap_or_default();
     progress.enter(Phase::Verifying);
     let key = read_public_key(&config.store.data_dir.join(PUBLIC_KEY_FILE))?;
     let verified = crate::audit::verify(
@@ -269,13 +271,15 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
     Ok(summary)
 }
 
-/// The demo's own configuration: SQLite in the data folder, the sandbox's CRM receiver
-/// with a signing secret, and a compressed webhook retry schedule (the default waits 5 s,
-/// then 5 min: right for a CRM that is down, too slow for a demo's first failures).
-fn demo_config(opts: &DemoOptions, crm_url: &str, crm_secret: String) -> Config {
+/// The demo's own configuration: the embedded sandbox (logged in to with its demo
+/// client), SQLite in the data folder, the sandbox's CRM receiver with a signing secret,
+/// and a compressed webhook retry schedule (the default waits 5 s, then 5 min: right for
+/// a CRM that is down, too slow for a demo's first failures).
+fn demo_config(opts: &DemoOptions, sandbox: &ReadyInfo, crm_secret: String) -> Config {
     let mut config = Config::default();
+    config.genesys.base_url = Some(sandbox.base_url.clone());
     config.store.data_dir = opts.data_dir.clone();
-    config.crm.url = Some(crm_url.to_owned());
+    config.crm.url = Some(sandbox.crm_url.clone());
     config.crm.secret = Some(Secret::new(crm_secret));
     config.delivery.schedule = [0, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000]
         .into_iter()

@@ -10,7 +10,7 @@ use futures_util::future::{BoxFuture, join_all};
 use gcx_protocol::ActionTriggerPayload;
 use thiserror::Error;
 
-use crate::assist::dispatcher::{Admission, DispatchError, DispatcherHandle, MAX_CHUNK};
+use crate::assist::dispatch::{Admission, DispatchError, DispatcherHandle, MAX_CHUNK};
 use crate::store::TriggerState;
 
 /// What became of one submitted trigger.

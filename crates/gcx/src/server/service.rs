@@ -17,18 +17,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
-use gcx_protocol::Catalogue;
 use thiserror::Error;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api_keys::{ApiKeyError, ApiKeys};
-use super::state::{AppState, DeliveryCell};
+use super::state::AppState;
 use super::{auth_failures, prometheus, retention, run};
-use crate::assist::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle};
-use crate::auth::TokenProvider;
+use crate::assist::dispatch::{DispatchError, DispatcherHandle};
 use crate::config::Config;
-use crate::delivery::{DeliveryError, DeliveryWorker};
+use crate::delivery::DeliveryError;
+use crate::pipeline::{DeliveryCell, Pipeline, PipelineOptions, StartError, Upstream};
 use crate::store::{Store, StoreError};
 
 /// How long open HTTP requests get to finish once the server stops accepting.
@@ -51,15 +50,14 @@ pub enum ServeError {
     Listener(std::io::Error),
 }
 
-/// What the service runs against, besides its configuration: resolved by the caller
-/// (the CLI resolves endpoints and credentials from the same configuration).
-pub struct Upstream {
-    /// Logs in to Genesys Cloud (or a sandbox).
-    pub tokens: TokenProvider,
-    /// The assist stream's `ws(s)://` URL.
-    pub stream_url: String,
-    /// The action catalogue triggers are validated against (recorded in the audit log).
-    pub catalogue: Catalogue,
+impl From<StartError> for ServeError {
+    fn from(e: StartError) -> ServeError {
+        match e {
+            StartError::Store(e) => ServeError::Store(e),
+            StartError::Delivery(e) => ServeError::Delivery(e),
+            StartError::Dispatch(e) => ServeError::Dispatch(e),
+        }
+    }
 }
 
 /// How a shutdown went.
@@ -108,17 +106,11 @@ impl Service {
         let metrics = prometheus::install();
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
 
-        let store = Store::open(&config.store).await?;
-        // Endpoints without a URL are skipped by the worker; their rows stay pending.
-        let delivery = DeliveryCell::new(Some(DeliveryWorker::spawn(store.clone(), config)?));
-        let mut dispatch = DispatcherConfig::from_config(
-            config,
-            upstream.stream_url,
-            upstream.catalogue.version().to_owned(),
-        );
-        let nudge = delivery.clone();
-        dispatch.outbox_notify = Some(Arc::new(move || nudge.notify()));
-        let dispatcher = Dispatcher::start(dispatch, store.clone(), upstream.tokens).await?;
+        let Pipeline {
+            store,
+            dispatcher,
+            delivery,
+        } = Pipeline::start(config, &upstream, PipelineOptions { delivery: true }).await?;
         tracing::info!(
             resumed = dispatcher.stats().resumed,
             "dispatcher started; unfinished triggers from earlier runs resume first"

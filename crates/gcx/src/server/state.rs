@@ -5,38 +5,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use gcx_protocol::Catalogue;
 use metrics_exporter_prometheus::PrometheusHandle;
-use parking_lot::Mutex;
 
 use super::api_keys::ApiKeys;
 use super::auth_failures::AuthFailures;
 use super::pipeline::TriggerPipeline;
 use super::rate_limit::RateLimiter;
 use crate::config::ServeConfig;
-use crate::delivery::DeliveryHandle;
+use crate::pipeline::DeliveryCell;
 use crate::store::Store;
-
-/// The running webhook delivery worker, shared by whoever must wake it (the dispatcher
-/// after each commit with outbox rows, the replay route) and taken out at shutdown.
-#[derive(Clone, Default)]
-pub struct DeliveryCell(Arc<Mutex<Option<DeliveryHandle>>>);
-
-impl DeliveryCell {
-    pub fn new(handle: Option<DeliveryHandle>) -> DeliveryCell {
-        DeliveryCell(Arc::new(Mutex::new(handle)))
-    }
-
-    /// Wakes the worker (new rows, replayed dead letters); a no-op once it is taken.
-    pub fn notify(&self) {
-        if let Some(d) = self.0.lock().as_ref() {
-            d.notify();
-        }
-    }
-
-    /// Takes the worker out for its shutdown.
-    pub fn take(&self) -> Option<DeliveryHandle> {
-        self.0.lock().take()
-    }
-}
 
 /// State shared by every handler.
 pub struct AppState {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use gcx::auth::{Credentials, TokenProvider};
 use gcx::config::{Config, Secret};
-use gcx::server::service::{Service, Upstream};
+use gcx::pipeline::Upstream;
+use gcx::server::service::Service;
 use gcx_protocol::Catalogue;
 use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
