@@ -39,17 +39,21 @@ fn quick_demo_passes_every_check_and_writes_the_report() {
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    // The checks: seven, each held.
+    // The checks: eight, each held.
     let checks: Vec<&str> = stdout
         .lines()
         .filter(|l| l.trim_start().starts_with(['✓', '✗']))
         .collect();
-    assert_eq!(checks.len(), 7, "{stdout}");
+    assert_eq!(checks.len(), 8, "{stdout}");
     assert!(
         checks.iter().all(|l| l.trim_start().starts_with('✓')),
         "{stdout}"
     );
-    assert!(stdout.contains("all 7 checks held"), "{stdout}");
+    assert!(stdout.contains("all 8 checks held"), "{stdout}");
+    assert!(
+        stdout.contains("QA export: delivered (receiver took 1, signed and verified)"),
+        "{stdout}"
+    );
     for part in ["TRIGGERS", "CRM", "SIMULATION", "AUDIT"] {
         assert!(stdout.contains(part), "no {part} section:\n{stdout}");
     }

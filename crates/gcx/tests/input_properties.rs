@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use gcx::assist::frame::{Incoming, MAX_RECONNECT_WITHIN, read_frame};
 use gcx::assist::intake::{InputFormat, IntakeOptions, parse_triggers};
-use gcx::cli::GlobalArgs;
-use gcx::config::{load_from, profile, show};
+use gcx::config::{Overrides, load_from, profile, show};
 use gcx::server::routes::outbox::read_replay;
 use gcx::server::routes::triggers::{read_body, validate_item};
 use gcx_protocol::Catalogue;
@@ -111,7 +110,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gcx.toml");
         std::fs::write(&path, format!("[{section}]\n{key} = {value}\n")).unwrap();
-        let args = GlobalArgs { config: Some(path), ..GlobalArgs::default() };
+        let args = Overrides { config_path: Some(path), ..Overrides::default() };
         match load_from(&args, &BTreeMap::new(), None) {
             Ok(loaded) => {
                 for entry in show::entries(&loaded) {

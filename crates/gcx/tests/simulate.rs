@@ -1,16 +1,18 @@
 //! `gcx simulate` against a real sandbox in this process (PROTOCOL.md sections 4, 4.1,
 //! 4.2, 6): every event accounted for, negative tests, 429/5xx storms, async query-back,
 //! thresholds and exit codes, same seed same sequence, located scenario errors, exact
-//! shard merging, and the HTML report drawn by headless Chromium.
+//! shard merging, the QA export through the outbox (delivered, or kept pending for a later
+//! `gcx outbox deliver`), and the HTML report drawn by headless Chromium.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gcx::config::Secret;
+use gcx::config::{Config, Secret};
 use gcx::desk::merge::merge;
-use gcx::desk::report::qa_export::QaTarget;
+use gcx::desk::report::qa_export::QaExport;
 use gcx::desk::{RunOptions, RunReport, Scenario, Shard, Target, simulate};
+use gcx::store::{OutboxStatus, Store};
 use gcx_protocol::AgentState;
 use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -630,20 +632,52 @@ async fn shards_merge_exactly() {
     sb.shutdown().await.unwrap();
 }
 
+/// A Standard Webhooks secret shared by the sandbox's QA receiver and gcx.
+const QA_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+async fn qa_sandbox() -> Sandbox {
+    Sandbox::start(SandboxOptions {
+        qa_secret: Some(QA_SECRET.into()),
+        ..SandboxOptions::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The configuration of a QA export to `sb`'s receiver, signed, stored in `data`.
+fn qa_config(sb: &Sandbox, data: &Path) -> Config {
+    let mut config = Config::default();
+    config.store.data_dir = data.to_owned();
+    config.qa.url = Some(sb.info().qa_url);
+    config.qa.secret = Some(Secret::new(QA_SECRET));
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_qa_export_reaches_the_qa_platform() {
-    let sb = sandbox(Faults::default()).await;
+    let sb = qa_sandbox().await;
     let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let config = qa_config(&sb, data.path());
+    let store = Store::open(&config.store).await.unwrap();
     let s = scenario(&small(5, 5.0, 0.5, ""));
     let opts = RunOptions {
-        qa: Some(QaTarget {
-            url: sb.info().qa_url,
-            secret: None,
-        }),
+        qa: Some(
+            QaExport::new(store.clone(), &config, std::time::Duration::from_secs(30)).unwrap(),
+        ),
         ..RunOptions::default()
     };
     let r = run_with(&sb, &s, dir.path(), opts).await;
-    assert_eq!(r.qa_export, Some(Ok(())));
+    let message = r.qa_export.as_ref().unwrap().as_ref().unwrap();
+    assert_eq!(message.status, OutboxStatus::Delivered, "{message:?}");
+    assert_eq!(message.attempts, 1);
+    assert_eq!(message.endpoint, "qa");
+    assert_eq!(message.ordering_key, r.summary.metrics.run_id);
+    assert_eq!(
+        message.body,
+        serde_json::to_value(&r.summary.metrics).unwrap()
+    );
+    // The receiver checked the signature (it answers 401 to a bad one) and kept the body.
     let qa = sb.state.stats.to_json()["qa"].clone();
     assert_eq!(qa["exports"], 1);
     assert_eq!(qa["last"]["total_events"], r.summary.metrics.total_events);
@@ -652,6 +686,96 @@ async fn the_qa_export_reaches_the_qa_platform() {
         qa["last"].get("histograms").is_none(),
         "the section 6 shape only"
     );
+    store.close().await.unwrap();
+    sb.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qa_export_the_receiver_refuses_stays_pending_and_goes_out_later() {
+    let sb = qa_sandbox().await;
+    // The receiver answers 503 at the end of the run, for as long as gcx simulate waits.
+    sb.state.faults.write().qa_statuses = vec![503; 20];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("small.toml");
+    std::fs::write(&file, small(5, 5.0, 0.5, "")).unwrap();
+    let (out, data) = (dir.path().join("out"), dir.path().join("data"));
+    let gcx_with_qa = {
+        let (data, url) = (data.clone(), sb.info().qa_url);
+        move || {
+            let mut c = gcx();
+            c.env("QA_PLATFORM_ENDPOINT", &url)
+                .env("GCX_QA_WEBHOOK_SECRET", QA_SECRET)
+                .arg("--data-dir")
+                .arg(&data);
+            c
+        }
+    };
+    let simulate = {
+        let (gcx, file, out, base) = (
+            gcx_with_qa.clone(),
+            file.clone(),
+            out.clone(),
+            sb.base_url(),
+        );
+        tokio::task::spawn_blocking(move || {
+            gcx()
+                .arg("simulate")
+                .arg(&file)
+                .args([
+                    "--base-url",
+                    &base,
+                    "--no-progress",
+                    "--drain-timeout",
+                    "1s",
+                    "--out",
+                ])
+                .arg(&out)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&simulate.stderr);
+    assert_eq!(simulate.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "QA export: not delivered after --drain-timeout 1s (1 attempt, last: HTTP 503"
+        ) && stderr.contains("`gcx outbox deliver`"),
+        "{stderr}"
+    );
+    assert_eq!(sb.state.stats.to_json()["qa"]["exports"], 0);
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let run_id = summary["run_id"].as_str().unwrap().to_owned();
+
+    // The receiver is back: `gcx outbox deliver` sends what the run left pending.
+    sb.state.faults.write().qa_statuses.clear();
+    let deliver = tokio::task::spawn_blocking(move || {
+        gcx_with_qa()
+            .args(["outbox", "deliver", "--timeout", "60s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        deliver.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&deliver.stderr)
+    );
+    let qa = sb.state.stats.to_json()["qa"].clone();
+    assert_eq!(qa["exports"], 1);
+    assert_eq!(qa["last"]["run_id"], run_id.as_str());
+    assert_eq!(qa["last"]["total_events"], summary["total_events"]);
+    let store = Store::open(&qa_config(&sb, &data).store).await.unwrap();
+    let rows = store.outbox_list(None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].status, OutboxStatus::Delivered);
+    assert_eq!(rows[0].ordering_key, run_id);
+    assert_eq!(rows[0].attempts, 2);
+    store.close().await.unwrap();
     sb.shutdown().await.unwrap();
 }
 

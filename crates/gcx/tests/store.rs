@@ -26,6 +26,7 @@ both_backends!(
     due_outbox_keeps_per_key_order,
     concurrent_deliveries_share_statements_and_answer_each,
     dead_letters_cascade_and_replay_in_order,
+    an_outbox_message_is_found_by_its_webhook_id,
     endpoints_disable_and_enable,
     unfinished_triggers_are_reloaded_sent_first_then_oldest_first,
     everything_survives_a_reopen,
@@ -457,6 +458,39 @@ async fn concurrent_deliveries_share_statements_and_answer_each(t: TestStore) {
     let next = store.due_outbox("crm", now, 100).await.unwrap();
     assert_eq!(next.len(), keys.len(), "each key's second row is due now");
     assert!(next.iter().all(|m| m.body["n"] == 2), "{next:?}");
+    store.close().await.unwrap();
+}
+
+async fn an_outbox_message_is_found_by_its_webhook_id(t: TestStore) {
+    let store = t.open().await;
+    let (a, b) = (message("k", 1), message("j", 1));
+    commit(
+        &store,
+        WriteBatch {
+            outbox: vec![a.clone(), b.clone()],
+            ..WriteBatch::default()
+        },
+    )
+    .await;
+    let found = store.outbox_message(&b.message_id).await.unwrap().unwrap();
+    assert_eq!(
+        (found.message_id.as_str(), found.ordering_key.as_str()),
+        (b.message_id.as_str(), "j")
+    );
+    assert_eq!(found.status, OutboxStatus::Pending);
+    assert_eq!(
+        found.body,
+        json!({"correlationId": "j", "n": 1, "z": 1, "a": 2})
+    );
+    store.outbox_delivered(found.id, 1, 204).await.unwrap();
+    let delivered = store.outbox_message(&b.message_id).await.unwrap().unwrap();
+    assert_eq!(
+        (delivered.status, delivered.attempts, delivered.last_status),
+        (OutboxStatus::Delivered, 1, Some(204))
+    );
+    let other = store.outbox_message(&a.message_id).await.unwrap().unwrap();
+    assert_eq!(other.status, OutboxStatus::Pending);
+    assert!(store.outbox_message("msg_none").await.unwrap().is_none());
     store.close().await.unwrap();
 }
 

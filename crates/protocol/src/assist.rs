@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::validate::Violation;
+use crate::violation::Violation;
 
 /// Path of the assist stream on an API host.
 pub const STREAM_PATH: &str = "/api/v2/agentassist/stream";

@@ -9,7 +9,8 @@
 //! - [`oauth`]: the client-credentials token response and error body (section 2).
 //! - [`assist`]: the assist stream's `WsMessage` envelope and every payload (section 3).
 //! - [`catalogue`]: the action catalogue, data loaded from TOML (section 3.5).
-//! - [`validate`]: trigger validation returning *every* violation (section 3.5).
+//! - [`validate`]: trigger validation returning *every* [`violation`] (section 3.5).
+//! - [`violation`]: one broken rule: JSON Pointer path, code, message.
 //! - [`events`]: `InteractionEvent`, batch validation, responses and query-back (section 4).
 //! - [`desktop`]: the agent desktop state machine and its transition table (section 4).
 //! - [`rest`]: the Genesys Cloud error body and error codes (section 4.2).
@@ -28,13 +29,14 @@ pub mod region;
 pub mod rest;
 pub mod time;
 pub mod validate;
+pub mod violation;
 pub mod webhook;
 
 pub use assist::{ActionTriggerPayload, MessageType, WsError, WsMessage};
 pub use catalogue::Catalogue;
 pub use desktop::AgentState;
 pub use events::InteractionEvent;
-pub use validate::{Violation, ViolationCode};
+pub use violation::{Violation, ViolationCode};
 
 /// The protocol version this crate speaks (`connected.payload.protocolVersion`).
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -2,9 +2,10 @@
 //! every violation points into the input, generated valid triggers validate and round-trip,
 //! and generated valid batches validate.
 
+use gcx_protocol::ViolationCode;
 use gcx_protocol::catalogue::{ActionSpec, ParamKind, StringFormat, StringRule};
 use gcx_protocol::events::validate_batch;
-use gcx_protocol::validate::{ViolationCode, validate_trigger, validate_trigger_bytes};
+use gcx_protocol::validate::{validate_trigger, validate_trigger_bytes};
 use gcx_protocol::{AgentState, Catalogue};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};

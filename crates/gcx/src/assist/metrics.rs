@@ -15,8 +15,6 @@ pub const SEND_TO_RESULT: &str = "gcx_send_to_result_seconds";
 pub const RETRIES: &str = "gcx_trigger_retries_total";
 /// Counter: assist stream reconnects.
 pub const RECONNECTS: &str = "gcx_stream_reconnects_total";
-/// Counter: OAuth tokens fetched.
-pub const TOKEN_REFRESHES: &str = "gcx_token_refreshes_total";
 
 /// Registers a description and unit for each metric above.
 pub fn describe() {
@@ -32,5 +30,4 @@ pub fn describe() {
     describe_histogram!(SEND_TO_RESULT, Unit::Seconds, "First send to result.");
     describe_counter!(RETRIES, "Re-sends after a retryable refusal.");
     describe_counter!(RECONNECTS, "Assist stream reconnects.");
-    describe_counter!(TOKEN_REFRESHES, "OAuth tokens fetched.");
 }

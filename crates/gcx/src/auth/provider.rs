@@ -226,7 +226,7 @@ impl TokenProvider {
     async fn fetch_and_publish(&self) -> Result<AccessToken, AuthError> {
         let token = self.fetch_with_retries().await?;
         self.inner.current.send_replace(Some(token.clone()));
-        metrics::counter!(crate::assist::metrics::TOKEN_REFRESHES).increment(1);
+        metrics::counter!(super::TOKEN_REFRESHES).increment(1);
         tracing::debug!(
             client_id = %self.inner.credentials.client_id,
             generation = token.generation,

@@ -60,6 +60,22 @@ pub struct GlobalArgs {
     pub log_level: Option<String>,
 }
 
+impl GlobalArgs {
+    /// The flag values as the configuration loader takes them.
+    pub fn overrides(&self) -> crate::config::Overrides {
+        crate::config::Overrides {
+            config_path: self.config.clone(),
+            profile: self.profile.clone(),
+            base_url: self.base_url.clone(),
+            region: self.region.clone(),
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            log_format: self.log_format.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the local emulator of everything gcx talks to.
@@ -113,7 +129,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = cli.global;
-    let mut loaded = crate::config::load(&global)?;
+    let mut loaded = crate::config::load(&global.overrides())?;
     // The demo and the benchmarks draw their own progress and summary: unless the user
     // chose a log level, only warnings interleave with them.
     if matches!(cli.command, Command::Demo(_) | Command::Bench(_))

@@ -1,6 +1,8 @@
 //! `gcx simulate [SCENARIO] [flags]`: runs a simulation, shows live progress on a
 //! terminal, prints the summary table, and exits 0 (thresholds pass), 1 (one fails) or
-//! 2 (error).
+//! 2 (error). With a QA endpoint it opens the store, commits the QA export to its outbox
+//! at the end and waits up to `--drain-timeout` for its delivery; an export not
+//! delivered by then stays in the outbox and is reported as pending.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -8,16 +10,18 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalArgs;
 use crate::auth::Credentials;
 use crate::config::{Config, GenesysConfig, endpoints};
 use crate::desk::live::LiveStats;
-use crate::desk::report::qa_export::QaTarget;
+use crate::desk::report::qa_export::QaExport;
 use crate::desk::report::table;
 use crate::desk::scenario::{Agents, parse_agent_id};
 use crate::desk::{Overrides, RunOptions, Scenario, Shard, Target, simulate};
+use crate::store::{OutboxMessage, OutboxStatus, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -51,9 +55,14 @@ pub struct Args {
     /// Output folder (default: gcx-sim-<YYYYMMDD_HHMMSS>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// POST the results to this QA platform URL at the end.
+    /// POST the results to this QA platform URL at the end (qa.url), through the
+    /// store's outbox.
     #[arg(long, env = "QA_PLATFORM_ENDPOINT")]
     pub qa_endpoint: Option<String>,
+    /// How long to wait for the QA export to be delivered before exiting; one not
+    /// delivered by then stays in the outbox (`gcx outbox deliver` sends it).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
     /// Run one slice of the agents: i/n (1-based), for n machines sharing a run.
     #[arg(long)]
     pub shard: Option<Shard>,
@@ -147,7 +156,7 @@ fn progress(live: Arc<LiveStats>) -> (ProgressBar, tokio::task::JoinHandle<()>) 
     (bar, task)
 }
 
-pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Result<ExitCode> {
+pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow::Result<ExitCode> {
     let mut scenario = match &args.scenario {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default(),
@@ -173,14 +182,24 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
         invalid_share: args.invalid_transitions,
     })?;
     let target = target(global, &config, &scenario)?;
-    let qa = args
-        .qa_endpoint
-        .clone()
-        .or_else(|| config.qa.url.clone())
-        .map(|url| QaTarget {
-            url,
-            secret: config.qa.secret.clone(),
-        });
+    if let Some(url) = &args.qa_endpoint {
+        config.qa.url = Some(url.clone());
+    }
+    let store = match config.qa.url.as_deref().map(str::trim) {
+        Some(url) if !url.is_empty() => {
+            Some(Store::open(&config.store).await.with_context(|| {
+                format!(
+                    "cannot open the store in {} (the QA export goes through its outbox)",
+                    config.store.data_dir.display()
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let qa = match &store {
+        Some(store) => Some(QaExport::new(store.clone(), &config, args.drain_timeout)?),
+        None => None,
+    };
     let live = Arc::new(LiveStats::default());
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_ctrl_c = cancel.clone();
@@ -213,6 +232,11 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
         task.abort();
         bar.finish_and_clear();
     }
+    if let Some(store) = &store
+        && let Err(e) = store.close().await
+    {
+        eprintln!("warning: closing the store failed: {e}");
+    }
     let report = result?;
     print!("{}", table::render(&report.summary));
     println!("\n  outputs in {}/", report.out_dir.display());
@@ -226,7 +250,7 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
     );
     println!("    {}", report.audit.jsonl.display());
     match &report.qa_export {
-        Some(Ok(())) => println!("  QA export: delivered"),
+        Some(Ok(message)) => report_qa_export(message, args.drain_timeout),
         Some(Err(e)) => eprintln!("  QA export: {e}"),
         None => {}
     }
@@ -235,4 +259,31 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The QA export's line: delivered, or where it waits and what sends it.
+fn report_qa_export(message: &OutboxMessage, waited: Duration) {
+    let attempts = match message.attempts {
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    };
+    let last = message
+        .last_error
+        .as_deref()
+        .map(|e| format!(", last: {e}"))
+        .unwrap_or_default();
+    match message.status {
+        OutboxStatus::Delivered => println!("  QA export: delivered"),
+        OutboxStatus::Pending => eprintln!(
+            "  QA export: not delivered after --drain-timeout {} ({attempts}{last}); it stays \
+             in the outbox (`gcx outbox status`) and goes out with `gcx outbox deliver` or the \
+             next `gcx serve`",
+            humantime::format_duration(waited),
+        ),
+        OutboxStatus::Dead => eprintln!(
+            "  QA export: dead-lettered after {attempts}{last}; `gcx outbox replay --id {}` \
+             sends it again",
+            message.id,
+        ),
+    }
 }

@@ -14,7 +14,6 @@ use toml::{Table, Value};
 use super::Config;
 use super::keys::{self, KEYS, KeySpec, Kind};
 use super::profile;
-use crate::cli::GlobalArgs;
 
 /// Where a key's effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -103,8 +102,30 @@ impl LoadedConfig {
     }
 }
 
+/// The values of the options every command takes, as given on the command line (`None`:
+/// not given). `config_path` and `profile` choose layers; the rest are the top layer.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`: a TOML configuration file.
+    pub config_path: Option<PathBuf>,
+    /// `--profile`: a `gc` CLI profile's name.
+    pub profile: Option<String>,
+    /// `--base-url`.
+    pub base_url: Option<String>,
+    /// `--region`.
+    pub region: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
 /// Loads the configuration from the process environment and the user's home folder.
-pub fn load(global: &GlobalArgs) -> Result<LoadedConfig, ConfigError> {
+pub fn load(overrides: &Overrides) -> Result<LoadedConfig, ConfigError> {
     // Variables that are not UTF-8 cannot name a gcx setting: skip them.
     let env: BTreeMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -114,21 +135,21 @@ pub fn load(global: &GlobalArgs) -> Result<LoadedConfig, ConfigError> {
         .filter(|h| !h.is_empty())
         .map(PathBuf::from)
         .or_else(dirs::home_dir);
-    load_from(global, &env, home.as_deref())
+    load_from(overrides, &env, home.as_deref())
 }
 
 /// Loads the configuration from an explicit environment and home folder (tests pass
 /// their own; nothing here reads the process environment).
 pub fn load_from(
-    global: &GlobalArgs,
+    overrides: &Overrides,
     env: &BTreeMap<String, String>,
     home: Option<&Path>,
 ) -> Result<LoadedConfig, ConfigError> {
     let mut layers = Layers::default();
 
     // --config (or GCX_CONFIG when the caller's environment has it and clap did not see it).
-    let config_file = global
-        .config
+    let config_file = overrides
+        .config_path
         .clone()
         .or_else(|| non_empty(env, "GCX_CONFIG").map(PathBuf::from));
     if let Some(path) = &config_file {
@@ -136,7 +157,7 @@ pub fn load_from(
     }
 
     // The gc CLI profile.
-    let profile_name = global
+    let profile_name = overrides
         .profile
         .clone()
         .or_else(|| non_empty(env, "GCX_PROFILE").map(str::to_owned));
@@ -160,7 +181,7 @@ pub fn load_from(
     }
 
     layers.apply_env(env)?;
-    layers.apply_flags(global)?;
+    layers.apply_flags(overrides)?;
 
     let config: Config =
         Value::Table(layers.table.clone())
@@ -342,19 +363,23 @@ impl Layers {
         Ok(())
     }
 
-    fn apply_flags(&mut self, global: &GlobalArgs) -> Result<(), ConfigError> {
+    fn apply_flags(&mut self, overrides: &Overrides) -> Result<(), ConfigError> {
         let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.to_string_lossy().into_owned());
         let flags = [
-            ("--region", "genesys.region", global.region.clone()),
-            ("--base-url", "genesys.base_url", global.base_url.clone()),
-            ("--data-dir", "store.data_dir", path_text(&global.data_dir)),
+            ("--region", "genesys.region", overrides.region.clone()),
+            ("--base-url", "genesys.base_url", overrides.base_url.clone()),
+            (
+                "--data-dir",
+                "store.data_dir",
+                path_text(&overrides.data_dir),
+            ),
             (
                 "--database-url",
                 "store.database_url",
-                global.database_url.clone(),
+                overrides.database_url.clone(),
             ),
-            ("--log-format", "log.format", global.log_format.clone()),
-            ("--log-level", "log.level", global.log_level.clone()),
+            ("--log-format", "log.format", overrides.log_format.clone()),
+            ("--log-level", "log.level", overrides.log_level.clone()),
         ];
         for (flag, key, raw) in flags {
             let Some(raw) = raw else { continue };
@@ -515,9 +540,9 @@ mod tests {
         (dir, path)
     }
 
-    fn with_file(path: &Path) -> GlobalArgs {
-        GlobalArgs {
-            config: Some(path.to_owned()),
+    fn with_file(path: &Path) -> Overrides {
+        Overrides {
+            config_path: Some(path.to_owned()),
             ..Default::default()
         }
     }
@@ -527,7 +552,7 @@ mod tests {
     #[test]
     fn nothing_set_gives_the_defaults() {
         let empty = tempfile::tempdir().unwrap();
-        let loaded = load_from(&GlobalArgs::default(), &env(&[]), Some(empty.path())).unwrap();
+        let loaded = load_from(&Overrides::default(), &env(&[]), Some(empty.path())).unwrap();
         assert_eq!(json(&loaded.config), json(&Config::default()));
         assert!(loaded.sources.values().all(|s| *s == Source::Default));
         assert_eq!(loaded.sources.len(), KEYS.len());
@@ -650,7 +675,7 @@ mod tests {
     fn gcx_config_from_the_given_environment() {
         let (_d, path) = config_file("[log]\nformat = \"json\"\n");
         let loaded = load_from(
-            &GlobalArgs::default(),
+            &Overrides::default(),
             &env(&[("GCX_CONFIG", path.to_str().unwrap())]),
             None,
         )
@@ -673,7 +698,7 @@ client_secret = "prod-secret"
     #[test]
     fn the_default_profile_applies_when_the_file_exists() {
         let home = home_with_profiles(PROFILES);
-        let loaded = load_from(&GlobalArgs::default(), &env(&[]), Some(home.path())).unwrap();
+        let loaded = load_from(&Overrides::default(), &env(&[]), Some(home.path())).unwrap();
         let g = &loaded.config.genesys;
         assert_eq!(g.region.as_deref(), Some("mypurecloud.de"));
         assert_eq!(g.client_id.as_deref(), Some("default-id"));
@@ -691,7 +716,7 @@ client_secret = "prod-secret"
     fn home_comes_from_the_environment() {
         let home = home_with_profiles(PROFILES);
         let loaded = load_from(
-            &GlobalArgs::default(),
+            &Overrides::default(),
             &env(&[("HOME", home.path().to_str().unwrap())]),
             None,
         )
@@ -707,14 +732,14 @@ client_secret = "prod-secret"
         let home = home_with_profiles(PROFILES);
         let (_d, path) =
             config_file("[genesys]\nregion = \"eu-west-1\"\nclient_id = \"file-id\"\n");
-        let global = GlobalArgs {
-            config: Some(path.clone()),
+        let overrides = Overrides {
+            config_path: Some(path.clone()),
             profile: Some("prod".into()),
             region: Some("ap-south-1".into()),
             ..Default::default()
         };
         let loaded = load_from(
-            &global,
+            &overrides,
             &env(&[("GENESYSCLOUD_OAUTHCLIENT_SECRET", "env-secret")]),
             Some(home.path()),
         )
@@ -746,11 +771,11 @@ client_secret = "prod-secret"
     #[test]
     fn a_missing_named_profile_is_an_error() {
         let home = home_with_profiles(PROFILES);
-        let global = GlobalArgs {
+        let overrides = Overrides {
             profile: Some("staging".into()),
             ..Default::default()
         };
-        let e = load_from(&global, &env(&[]), Some(home.path()))
+        let e = load_from(&overrides, &env(&[]), Some(home.path()))
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"staging\""), "{e}");
@@ -767,7 +792,7 @@ client_secret = "prod-secret"
             ("GCX_CLIENT_ID", "gcx"),
         ];
         for n in 0..all.len() {
-            let loaded = load_from(&GlobalArgs::default(), &env(&all[..=n]), None).unwrap();
+            let loaded = load_from(&Overrides::default(), &env(&all[..=n]), None).unwrap();
             let (var, value) = all[n];
             assert_eq!(loaded.config.genesys.client_id.as_deref(), Some(value));
             assert_eq!(loaded.source("genesys.client_id"), &Source::Env(var.into()));
@@ -777,7 +802,7 @@ client_secret = "prod-secret"
             ("GENESYS_CLOUD_REGION", "eu-west-1"),
             ("GENESYSCLOUD_REGION", "us-east-1"),
         ]);
-        let loaded = load_from(&GlobalArgs::default(), &regions, None).unwrap();
+        let loaded = load_from(&Overrides::default(), &regions, None).unwrap();
         assert_eq!(loaded.config.genesys.region.as_deref(), Some("us-east-1"));
         assert!(
             loaded.warnings[0].contains("GENESYS_CLOUD_REGION is ignored"),
@@ -789,7 +814,7 @@ client_secret = "prod-secret"
     #[test]
     fn the_seed_and_gcx_variables() {
         let loaded = load_from(
-            &GlobalArgs::default(),
+            &Overrides::default(),
             &env(&[
                 ("CRM_WEBHOOK_URL", "https://crm.example.com/h"),
                 ("GCX_CRM_WEBHOOK_SECRET", "whsec_abc"),
@@ -851,7 +876,7 @@ client_secret = "prod-secret"
     #[test]
     fn empty_variables_count_as_unset() {
         let loaded = load_from(
-            &GlobalArgs::default(),
+            &Overrides::default(),
             &env(&[("GCX_CLIENT_ID", ""), ("GENESYS_CLIENT_ID", "seed")]),
             None,
         )
@@ -862,7 +887,7 @@ client_secret = "prod-secret"
 
     #[track_caller]
     fn env_error(var: &str, value: &str) -> String {
-        load_from(&GlobalArgs::default(), &env(&[(var, value)]), None)
+        load_from(&Overrides::default(), &env(&[(var, value)]), None)
             .unwrap_err()
             .to_string()
     }
@@ -898,11 +923,13 @@ client_secret = "prod-secret"
         assert!(e.contains("human or json"), "{e}");
         let e = env_error("GCX_CONCURRENCY", "0");
         assert!(e.contains("dispatch.concurrency"), "{e}");
-        let global = GlobalArgs {
+        let overrides = Overrides {
             log_level: Some("gcx=[".into()),
             ..Default::default()
         };
-        let e = load_from(&global, &env(&[]), None).unwrap_err().to_string();
+        let e = load_from(&overrides, &env(&[]), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flag --log-level"), "{e}");
     }
 
@@ -916,7 +943,7 @@ client_secret = "prod-secret"
         assert!(e.contains("12h") && e.contains("at least 24h"), "{e}");
         for ok in ["0", "24h", "30days"] {
             let loaded = load_from(
-                &GlobalArgs::default(),
+                &Overrides::default(),
                 &env(&[("GCX_STORE_KEEP_FINISHED", ok)]),
                 None,
             )
@@ -967,7 +994,7 @@ client_secret = "prod-secret"
 
     #[test]
     fn flags_win_over_the_environment() {
-        let global = GlobalArgs {
+        let overrides = Overrides {
             base_url: Some("http://127.0.0.1:1".into()),
             data_dir: Some(PathBuf::from("/flag/dir")),
             database_url: Some("postgres://flag".into()),
@@ -976,7 +1003,7 @@ client_secret = "prod-secret"
             ..Default::default()
         };
         let loaded = load_from(
-            &global,
+            &overrides,
             &env(&[
                 ("GCX_BASE_URL", "http://127.0.0.1:2"),
                 ("GCX_LOG_LEVEL", "warn"),

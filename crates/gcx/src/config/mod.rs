@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use endpoints::{Endpoints, endpoints};
-pub use load::{ConfigError, LoadedConfig, Source, load, load_from};
+pub use load::{ConfigError, LoadedConfig, Overrides, Source, load, load_from};
 pub use secret::Secret;
 
 /// Everything a gcx run needs to know. Each part is read by the module named after it.

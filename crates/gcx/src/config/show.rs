@@ -65,8 +65,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::cli::GlobalArgs;
-    use crate::config::load_from;
+    use crate::config::{Overrides, load_from};
 
     #[test]
     fn every_key_with_secrets_redacted() {
@@ -74,7 +73,7 @@ mod tests {
             ("GCX_CLIENT_SECRET".to_owned(), "hunter2".to_owned()),
             ("GCX_API_KEYS".to_owned(), "k1,k2".to_owned()),
         ]);
-        let loaded = load_from(&GlobalArgs::default(), &env, None).unwrap();
+        let loaded = load_from(&Overrides::default(), &env, None).unwrap();
         let rows = entries(&loaded);
         let secret = rows
             .iter()

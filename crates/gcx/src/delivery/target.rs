@@ -42,8 +42,16 @@ const QA_SETTINGS: SettingNames = SettingNames {
 /// The endpoints with a URL, CRM first. An endpoint without a URL is left out: its rows
 /// stay pending until one is configured.
 pub fn from_config(config: &Config) -> Result<Vec<Target>, DeliveryError> {
+    named(config, &[CRM, QA])
+}
+
+/// [`from_config`] for the endpoints in `names` only; the others' settings are not read.
+pub fn named(config: &Config, names: &[&str]) -> Result<Vec<Target>, DeliveryError> {
     let mut targets = Vec::new();
     for (settings, target) in [(CRM_SETTINGS, &config.crm), (QA_SETTINGS, &config.qa)] {
+        if !names.contains(&settings.name) {
+            continue;
+        }
         if let Some(t) = one(&settings, target)? {
             targets.push(t);
         }
@@ -151,6 +159,16 @@ mod tests {
             assert!(err.contains("accepted"), "{err}");
             assert!(!err.contains("topsecret"), "{err}");
         }
+    }
+
+    #[test]
+    fn named_reads_only_the_endpoints_asked_for() {
+        // A broken CRM setting does not stop the QA endpoint alone.
+        let c = config(Some("not a url"), None, Some("http://127.0.0.1:9/qa"));
+        let targets = named(&c, &[QA]).unwrap();
+        assert_eq!(targets.iter().map(|t| t.name).collect::<Vec<_>>(), vec![QA]);
+        assert!(named(&c, &[CRM]).is_err());
+        assert!(named(&c, &[]).unwrap().is_empty());
     }
 
     #[test]

@@ -31,7 +31,7 @@ use super::schedule::{RetrySchedule, Verdict};
 use super::target::{self, Target};
 use super::{DeliveryError, attempt};
 use crate::config::Config;
-use crate::store::{OutboxMessage, Store, StoreError};
+use crate::store::{OutboxMessage, OutboxStatus, Store, StoreError};
 
 /// The longest a loop sleeps without looking at the store: rows committed or endpoints
 /// re-enabled by another process are seen within this.
@@ -115,7 +115,18 @@ impl DeliveryWorker {
     /// `config.qa`; an endpoint without a URL is skipped and its rows stay pending).
     /// Must be called inside a tokio runtime.
     pub fn spawn(store: Store, config: &Config) -> Result<DeliveryHandle, DeliveryError> {
-        let targets = target::from_config(config)?;
+        Self::spawn_for(store, config, &[target::CRM, target::QA])
+    }
+
+    /// [`spawn`](Self::spawn) for the endpoints in `names` only: the rows of the others
+    /// are left to a worker that serves them (the simulator delivers its QA export and
+    /// leaves the CRM's rows alone).
+    pub fn spawn_for(
+        store: Store,
+        config: &Config,
+        names: &[&str],
+    ) -> Result<DeliveryHandle, DeliveryError> {
+        let targets = target::named(config, names)?;
         let d = &config.delivery;
         if d.max_parallel_per_endpoint == 0 {
             return Err(DeliveryError::InvalidSetting {
@@ -231,6 +242,32 @@ impl DeliveryHandle {
             pending: counts.pending,
             dead: counts.dead,
         })
+    }
+
+    /// Waits until the message `message_id` has left `pending` (delivered or dead), or
+    /// `timeout`; returns it as stored then (`None`: no message has that id).
+    pub async fn wait_for(
+        &self,
+        message_id: &str,
+        timeout: Duration,
+    ) -> Result<Option<OutboxMessage>, DeliveryError> {
+        let deadline = Instant::now() + timeout;
+        self.notify();
+        loop {
+            let progressed = self.shared.progress.notified();
+            let row = self.shared.store.outbox_message(message_id).await?;
+            let settled = row
+                .as_ref()
+                .is_none_or(|r| r.status != OutboxStatus::Pending);
+            if settled || Instant::now() >= deadline {
+                return Ok(row);
+            }
+            let nap = DRAIN_POLL.min(deadline.saturating_duration_since(Instant::now()));
+            tokio::select! {
+                _ = progressed => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
     }
 
     /// Whether every configured, enabled endpoint has nothing pending and no attempt

@@ -4,7 +4,8 @@
 //! faults, then:
 //! (a) dispatches a generated batch of triggers through the real dispatcher, store and
 //!     CRM delivery (invalid ones are reported with their violations, never sent);
-//! (b) runs a short desktop simulation with a few deliberately invalid transitions;
+//! (b) runs a short desktop simulation with a few deliberately invalid transitions, and
+//!     delivers its QA export through the outbox;
 //! (c) waits for the CRM outbox to drain and verifies the audit log;
 //! (d) returns one [`DemoSummary`] with the figures and a list of checks.
 //!
@@ -37,6 +38,7 @@ use crate::auth::AuthError;
 use crate::config::{Config, Secret};
 use crate::delivery::DeliveryError;
 use crate::desk::live::LiveStats;
+use crate::desk::report::qa_export::{QaExport, QaExportError};
 use crate::desk::{ScenarioError, SimulateError};
 use crate::pipeline::{Pipeline, PipelineError, PipelineOptions, StartError, UpstreamError};
 use crate::store::StoreError;
@@ -161,6 +163,8 @@ pub enum DemoError {
     Scenario(ScenarioError),
     #[error("the simulation: {0}")]
     Simulate(Box<SimulateError>),
+    #[error("the simulation's QA export: {0}")]
+    QaExport(#[from] QaExportError),
     #[error("verifying the audit log: {0}")]
     Audit(#[from] AuditError),
     #[error("the audit public key: {0}")]
@@ -190,13 +194,11 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
     let catalogue = Catalogue::builtin();
     let batch = triggers::generate(opts.triggers, opts.seed, &catalogue);
     let plan = faults::FaultPlan::for_batch(batch.valid.len());
-    let crm_secret = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
-    );
+    let (crm_secret, qa_secret) = (webhook_secret(), webhook_secret());
     let sandbox = Sandbox::start(SandboxOptions {
         faults: plan.faults(opts.seed),
         crm_secret: Some(crm_secret.clone()),
+        qa_secret: Some(qa_secret.clone()),
         ..SandboxOptions::default()
     })
     .await
@@ -222,11 +224,18 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
     // (b) the simulation.
     progress.enter(Phase::Simulating);
     let sim_plan = simulation::SimulationPlan::new(opts.agents, opts.duration, opts.seed);
+    // Its own configuration: the worker above delivers the CRM's rows, the simulation's
+    // delivers the QA export.
+    let mut qa_config = config.clone();
+    qa_config.qa.url = Some(info.qa_url.clone());
+    qa_config.qa.secret = Some(Secret::new(qa_secret));
+    let qa = QaExport::new(store.clone(), &qa_config, opts.drain_timeout)?;
     let sim = simulation::run(
         &sim_plan,
         &info.base_url,
         opts.out_dir.clone(),
         progress.simulation.clone(),
+        qa,
     )
     .await;
 
@@ -263,7 +272,7 @@ pub async fn run(opts: &DemoOptions, progress: &DemoProgress) -> Result<DemoSumm
         batch: &batch,
         triggers: trigger_figures,
         sandbox: sandbox_figures,
-        crm: summary::CrmFigures::of(drained, delivery_counters),
+        crm: summary::CrmFigures::of(drained, delivery_counters, &sim.qa_export),
         simulation: sim,
         audit: verified,
     });
@@ -286,6 +295,14 @@ fn demo_config(opts: &DemoOptions, sandbox: &ReadyInfo, crm_secret: String) -> C
         .map(Duration::from_millis)
         .collect();
     config
+}
+
+/// A fresh Standard Webhooks secret.
+fn webhook_secret() -> String {
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+    )
 }
 
 /// Creates the data folder, or checks that the one given is empty.

@@ -1,5 +1,6 @@
 //! Part (b) of the demo: a short desktop simulation against the same sandbox, with a few
-//! deliberately invalid transitions that the server must reject (and nothing else).
+//! deliberately invalid transitions that the server must reject (and nothing else), and
+//! its QA export through the demo's outbox to the sandbox's QA receiver.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use serde::Serialize;
 
 use crate::config::Secret;
 use crate::desk::live::LiveStats;
+use crate::desk::report::qa_export::QaExport;
 use crate::desk::{
     RunOptions, RunReport, Scenario, ScenarioError, SimulateError, Target, simulate,
 };
@@ -135,6 +137,9 @@ pub struct SimulationFigures {
     pub passed: bool,
     pub report_html: PathBuf,
     pub out_dir: PathBuf,
+    /// The QA export's outbox status when the simulation returned (`delivered`, `pending`,
+    /// `dead`), or why it could not be stored.
+    pub qa_export: String,
 }
 
 impl SimulationFigures {
@@ -166,16 +171,23 @@ impl SimulationFigures {
             passed: m.passed,
             report_html: report.files.html.clone(),
             out_dir: report.out_dir.clone(),
+            qa_export: match &report.qa_export {
+                Some(Ok(message)) => message.status.as_str().to_owned(),
+                Some(Err(e)) => e.to_string(),
+                None => "not asked for".to_owned(),
+            },
         }
     }
 }
 
-/// Runs the plan against the sandbox at `base_url`, writing its outputs into `out_dir`.
+/// Runs the plan against the sandbox at `base_url`, writing its outputs into `out_dir`
+/// and its QA export into `qa`'s outbox.
 pub async fn run(
     plan: &SimulationPlan,
     base_url: &str,
     out_dir: PathBuf,
     live: Arc<LiveStats>,
+    qa: QaExport,
 ) -> Result<SimulationFigures, super::DemoError> {
     let scenario = plan.scenario().map_err(super::DemoError::Scenario)?;
     let client = gcx_sandbox::ClientSpec::demo();
@@ -192,6 +204,7 @@ pub async fn run(
         RunOptions {
             out_dir: Some(out_dir),
             live,
+            qa: Some(qa),
             ..RunOptions::default()
         },
     )

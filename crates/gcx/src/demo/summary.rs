@@ -1,5 +1,5 @@
 //! The demo's one summary: what was sent, completed, rejected and why, latencies, retries,
-//! CRM deliveries, the simulation, the audit log, and a list of checks. Serialized as is
+//! CRM deliveries, the simulation and its QA export, the audit log, and a list of checks. Serialized as is
 //! for `--output json`; [`DemoSummary::to_text`] is what a person reads in ten seconds.
 
 use std::fmt::Write as _;
@@ -15,9 +15,10 @@ use super::simulation::SimulationFigures;
 use super::triggers::Batch;
 use crate::audit::VerifyReport;
 use crate::delivery::{DeliveryCounters, DrainReport};
+use crate::store::OutboxStatus;
 
-/// The sandbox's own counters (PROTOCOL.md section 7): the engine's and the CRM
-/// receiver's view, independent of what gcx believes it did.
+/// The sandbox's own counters (PROTOCOL.md section 7): the engine's, the CRM and QA
+/// receivers' view, independent of what gcx believes it did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SandboxFigures {
     pub sends: u64,
@@ -35,6 +36,8 @@ pub struct SandboxFigures {
     pub crm_failed: u64,
     pub crm_order_violations: u64,
     pub crm_bad_signatures: u64,
+    /// QA exports answered 2xx (their signatures checked).
+    pub qa_exports: u64,
     pub events_requests: u64,
     pub events_rate_limited: u64,
 }
@@ -57,6 +60,7 @@ impl SandboxFigures {
             crm_failed: c.failed.get(),
             crm_order_violations: c.order_violations.get(),
             crm_bad_signatures: c.bad_signatures.get(),
+            qa_exports: s.qa_exports.get(),
             events_requests: e.requests.get(),
             events_rate_limited: e.rate_limited.get(),
         }
@@ -74,11 +78,16 @@ pub struct CrmFigures {
 }
 
 impl CrmFigures {
-    pub fn of(drained: DrainReport, counters: DeliveryCounters) -> CrmFigures {
+    /// `drained` counts the whole outbox: the simulation's QA export (`qa_export`, its
+    /// status) is taken out of it. `counters` are the CRM worker's.
+    pub fn of(drained: DrainReport, counters: DeliveryCounters, qa_export: &str) -> CrmFigures {
+        let less = |n: u64, status: OutboxStatus| {
+            n.saturating_sub(u64::from(qa_export == status.as_str()))
+        };
         CrmFigures {
-            delivered: drained.delivered,
-            pending: drained.pending,
-            dead: drained.dead,
+            delivered: less(drained.delivered, OutboxStatus::Delivered),
+            pending: less(drained.pending, OutboxStatus::Pending),
+            dead: less(drained.dead, OutboxStatus::Dead),
             retried: counters.retried,
         }
     }
@@ -338,6 +347,11 @@ impl DemoSummary {
             sim.p99_ms
         );
         let _ = writeln!(o, "            report: {}", sim.report_html.display());
+        let _ = writeln!(
+            o,
+            "            QA export: {} (receiver took {}, signed and verified)",
+            sim.qa_export, s.qa_exports
+        );
         let a = &self.audit;
         let _ = writeln!(
             o,
@@ -453,6 +467,14 @@ fn checks(
         } else {
             format!("failed: {}", failed.join("; "))
         },
+    ));
+    checks.push(Check::new(
+        "QA export delivered through the outbox",
+        sim.qa_export == OutboxStatus::Delivered.as_str() && s.qa_exports == 1,
+        format!(
+            "outbox status {}, QA receiver took {}",
+            sim.qa_export, s.qa_exports
+        ),
     ));
     checks.push(Check::new(
         "audit log verified",

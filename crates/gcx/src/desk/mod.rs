@@ -17,7 +17,8 @@
 //! - [`injector`]: the run loop tying these together; [`correlate`]: query-back.
 //! - [`latency`]: HDR histograms and the per-second series; [`tally`]: the accounting.
 //! - [`thresholds`]: pass/fail expressions; [`report`]: summary, JUnit, HTML, audit files,
-//!   terminal table, QA export; [`merge`]: shards merged exactly.
+//!   terminal table, QA export (an outbox message that [`crate::delivery`] sends);
+//!   [`merge`]: shards merged exactly.
 //! - [`run`]: one simulation from scenario to report ([`run::simulate`]).
 //!
 //! **Invariants:** generation never reads the clock (same seed, same events); a retry

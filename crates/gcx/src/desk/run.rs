@@ -1,6 +1,6 @@
 //! One simulation from scenario to report: check the target is reachable (before any event
 //! is sent), run the injector, then write the audit files, summary, JUnit and HTML report
-//! and send the QA export.
+//! and hand the QA export to the outbox.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::injector::{Injection, inject};
 use super::latency;
 use super::live::LiveStats;
 use super::report::audit_file::{AuditFiles, AuditWriter};
-use super::report::qa_export::{self, QaTarget};
+use super::report::qa_export::{self, QaExport, QaExportError};
 use super::report::summary::{Extended, Histograms, RunInfo, Summary};
 use super::report::{self, ReportFiles};
 use super::rng::SimRng;
@@ -29,6 +29,7 @@ use super::wire::Identities;
 use crate::auth::{AuthError, Credentials, TokenProvider};
 use crate::config::Secret;
 use crate::retry::RetryPolicy;
+use crate::store::OutboxMessage;
 
 /// Where events go and who sends them.
 #[derive(Debug, Clone)]
@@ -86,7 +87,8 @@ pub struct RunOptions {
     pub shard: Shard,
     pub live: Arc<LiveStats>,
     pub cancel: CancellationToken,
-    pub qa: Option<QaTarget>,
+    /// The QA export's store and wait; `None`: no export.
+    pub qa: Option<QaExport>,
 }
 
 /// What a run produced.
@@ -96,8 +98,9 @@ pub struct RunReport {
     pub out_dir: PathBuf,
     pub files: ReportFiles,
     pub audit: AuditFiles,
-    /// `None` when no QA endpoint was set.
-    pub qa_export: Option<Result<(), String>>,
+    /// The QA export's outbox message as stored when the run returned (`delivered`,
+    /// `dead`, or `pending`: it stays in the outbox); `None` when no export was asked for.
+    pub qa_export: Option<Result<OutboxMessage, QaExportError>>,
 }
 
 /// Why a simulation could not run.
@@ -361,14 +364,7 @@ pub async fn simulate(
 
     let qa_export = match &opts.qa {
         None => None,
-        Some(qa) => {
-            let http = crate::http_client::build(Duration::from_secs(10))?;
-            Some(
-                qa_export::export(&http, qa, summary.qa_payload())
-                    .await
-                    .map_err(|e| e.to_string()),
-            )
-        }
+        Some(qa) => Some(qa_export::export(qa, summary.qa_payload()).await),
     };
     Ok(RunReport {
         summary,

@@ -81,7 +81,7 @@ pub async fn read_whole(
     let bytes = match read {
         Ok(Ok(collected)) => collected.to_bytes(),
         Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            return too_large(max, gzip).into_response();
+            return ApiError::body_too_large(max, gzip).into_response();
         }
         Ok(Err(e)) => {
             let what = if gzip {
@@ -111,20 +111,6 @@ pub async fn read_whole(
     };
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
-}
-
-/// 413 for a body over `serve.max_body_bytes` (after inflating, for gzip).
-pub fn too_large(max: usize, gzip: bool) -> ApiError {
-    let inflated = if gzip { " once inflated" } else { "" };
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body_too_large",
-        format!(
-            "the request body is over {max} bytes{inflated} (serve.max_body_bytes); send \
-             fewer triggers per request"
-        ),
-    )
-    .with_details(json!({"maxBodyBytes": max}))
 }
 
 /// A body that is not empty must say it is JSON: `application/json` or any `+json` type.

@@ -1,14 +1,17 @@
 //! The one error shape every route answers with: `{"error":{"code","message","details"?}}`,
 //! where `code` is a stable snake_case word a client can branch on and `message` a sentence
-//! for a person naming what is wrong and what would be accepted.
+//! for a person naming what is wrong and what would be accepted. The answers several
+//! routes share (an unreadable or oversized body, a store that did not answer) are built
+//! here.
 
 use std::time::Duration;
 
 use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 /// The body of every error answer.
@@ -91,9 +94,46 @@ impl ApiError {
         .with_retry_after(Duration::from_secs(5))
     }
 
+    /// 413 for a body over `serve.max_body_bytes` (after inflating, for gzip).
+    pub fn body_too_large(max: usize, gzip: bool) -> ApiError {
+        let inflated = if gzip { " once inflated" } else { "" };
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!(
+                "the request body is over {max} bytes{inflated} (serve.max_body_bytes); send \
+                 fewer triggers per request"
+            ),
+        )
+        .with_details(json!({"maxBodyBytes": max}))
+    }
+
     pub fn code(&self) -> &str {
         &self.body.error.code
     }
+}
+
+/// A body that could not be read: over the limit (413) or broken off.
+pub fn body_error(e: BytesRejection, max: usize) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::body_too_large(max, false)
+    } else {
+        ApiError::bad_request(
+            "unreadable_body",
+            format!("the request body could not be read: {}", e.body_text()),
+        )
+    }
+}
+
+/// 503 for a store that did not answer a read (logged here, with its cause).
+pub fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the store did not answer: {e}"),
+    )
+    .with_retry_after(Duration::from_secs(1))
 }
 
 /// Whole seconds for `Retry-After`, rounded up, at least 1.

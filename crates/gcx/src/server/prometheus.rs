@@ -45,6 +45,7 @@ pub fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     crate::assist::metrics::describe();
+                    crate::auth::describe_metrics();
                     describe();
                     Some(handle)
                 }

@@ -593,6 +593,14 @@ impl Store {
         on_backend!(&self.inner.backend, b => b.outbox_list(status, limit).await)
     }
 
+    /// The message with this `webhook-id`, if stored.
+    pub async fn outbox_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<OutboxMessage>, StoreError> {
+        on_backend!(&self.inner.backend, b => b.outbox_message(message_id).await)
+    }
+
     /// Puts matching dead letters back to pending (attempts 0, due now); returns how many.
     /// To keep per-key order, every dead letter sharing endpoint and ordering key with a
     /// match comes back with it.

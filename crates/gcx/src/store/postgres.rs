@@ -850,6 +850,20 @@ impl PgBackend {
         rows.iter().map(|r| self.outbox_row(r)).collect()
     }
 
+    pub(crate) async fn outbox_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<OutboxMessage>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE o.message_id = $1"
+        ))
+        .bind(message_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(self.db())?;
+        row.as_ref().map(|r| self.outbox_row(r)).transpose()
+    }
+
     pub(crate) async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState, StoreError> {
         let row = sqlx::query("SELECT disabled, reason FROM endpoints WHERE name = $1")
             .bind(endpoint)

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
+use gcx_protocol::Violation;
 use gcx_protocol::assist::{AckPayload, ErrorPayload, MessageType, WsMessage};
 use gcx_protocol::oauth::SCOPE_ASSIST_TRIGGER;
-use gcx_protocol::validate::{Violation, validate_trigger};
+use gcx_protocol::validate::validate_trigger;
 use serde_json::Value;
 use uuid::Uuid;
 

@@ -15,7 +15,7 @@ use gcx_protocol::assist::{
     WsMessage, close,
 };
 use gcx_protocol::oauth::SCOPE_ASSIST_READ;
-use gcx_protocol::validate::{Violation, ViolationCode};
+use gcx_protocol::{Violation, ViolationCode};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior, Sleep, sleep, sleep_until, timeout};

@@ -1,5 +1,5 @@
 //! Simulation outputs: `summary.json`, `junit.xml`, `report.html`, the audit files, the
-//! terminal table and the QA export.
+//! terminal table and the QA export (committed to the outbox, sent by `crate::delivery`).
 
 pub mod audit_file;
 pub mod html;

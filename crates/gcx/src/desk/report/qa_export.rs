@@ -1,123 +1,80 @@
-//! The QA platform export (PROTOCOL.md section 6): the run's `SimulationMetrics`, POSTed
-//! once at the end with Standard Webhooks headers.
+//! The QA platform export (PROTOCOL.md section 6): the run's `SimulationMetrics` as one
+//! outbox message (endpoint `qa`, ordering key the run id), committed to the store at the
+//! end of the run and delivered by [`crate::delivery`] like every webhook: Standard
+//! Webhooks headers signed with `qa.secret`, the retry schedule, dead letters.
 //!
-//! TEMPORARY: a direct POST with a short retry, until `crate::delivery` lands; then
-//! [`export`] becomes one outbox message (endpoint "qa", ordering key = run id) plus a
-//! worker drain, and nothing else in the simulator changes.
+//! [`export`] waits for the delivery up to [`QaExport`]'s bound. A message still pending
+//! then stays in the outbox: `gcx outbox deliver` or the next `gcx serve` sends it.
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use gcx_protocol::webhook::SimulationMetrics;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-use crate::config::Secret;
+use crate::config::Config;
+use crate::delivery::{self, DeliveryError, DeliveryWorker, QA};
+use crate::store::{OutboxMessage, Store, StoreError, WriteBatch};
 
-/// Where the QA platform is.
+/// Where the export is stored and how long to wait for its delivery.
 #[derive(Debug, Clone)]
-pub struct QaTarget {
-    pub url: String,
-    /// `whsec_…`: signs the export when set.
-    pub secret: Option<Secret>,
+pub struct QaExport {
+    store: Store,
+    /// `qa.url`, `qa.secret` and the `delivery` settings.
+    config: Config,
+    wait: Duration,
 }
 
-/// Why the export did not arrive.
+/// Why the export could not be stored or followed.
 #[derive(Debug, thiserror::Error)]
 pub enum QaExportError {
-    #[error("QA export to {url} failed after {attempts} attempts: {last}")]
-    Failed {
-        url: String,
-        attempts: u32,
-        last: String,
-    },
-    #[error("the QA webhook secret is not `whsec_` followed by base64")]
-    BadSecret,
+    #[error("no QA endpoint is configured (qa.url, QA_PLATFORM_ENDPOINT, --qa-endpoint)")]
+    NoEndpoint,
+    #[error("the QA export's delivery: {0}")]
+    Delivery(#[from] DeliveryError),
+    #[error("the QA export's store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the QA export {0} is not in the store after its commit")]
+    Missing(String),
 }
 
-fn sign(secret: &Secret, id: &str, ts: i64, body: &[u8]) -> Result<String, QaExportError> {
-    let b64 = secret
-        .expose()
-        .strip_prefix("whsec_")
-        .ok_or(QaExportError::BadSecret)?;
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .map_err(|_| QaExportError::BadSecret)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).map_err(|_| QaExportError::BadSecret)?;
-    mac.update(format!("{id}.{ts}.").as_bytes());
-    mac.update(body);
-    Ok(format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    ))
+impl QaExport {
+    /// Checks the `qa` endpoint's settings (`qa.url` set and usable, `qa.secret` a
+    /// Standard Webhooks secret when set), so that a bad one stops the run before it
+    /// starts. `wait` bounds how long [`export`] waits for the delivery.
+    pub fn new(store: Store, config: &Config, wait: Duration) -> Result<QaExport, QaExportError> {
+        if delivery::target::named(config, &[QA])?.is_empty() {
+            return Err(QaExportError::NoEndpoint);
+        }
+        Ok(QaExport {
+            store,
+            config: config.clone(),
+            wait,
+        })
+    }
 }
 
-/// Sends the metrics (retrying 408/425/429/5xx and connection faults a few times).
+/// Commits the export as an outbox message, delivers it with a worker of the `qa`
+/// endpoint alone (other pending QA exports go with it; the CRM's rows are left to their
+/// own worker) for at most the export's wait, and returns the message as stored then:
+/// `delivered`, `dead`, or still `pending` (it stays in the outbox).
 pub async fn export(
-    http: &reqwest::Client,
-    target: &QaTarget,
+    qa: &QaExport,
     metrics: &SimulationMetrics,
-) -> Result<(), QaExportError> {
-    let body = serde_json::to_vec(metrics).unwrap_or_default();
-    let id = format!("msg_{}", metrics.run_id.replace('-', ""));
-    let mut last = String::new();
-    const ATTEMPTS: u32 = 4;
-    for attempt in 1..=ATTEMPTS {
-        let ts = chrono::Utc::now().timestamp();
-        let mut req = http
-            .post(&target.url)
-            .header("content-type", "application/json")
-            .header("webhook-id", &id)
-            .header("webhook-timestamp", ts.to_string())
-            .body(body.clone());
-        if let Some(secret) = &target.secret {
-            req = req.header("webhook-signature", sign(secret, &id, ts, &body)?);
-        }
-        let wait = match req.send().await {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => {
-                let status = r.status().as_u16();
-                last = format!("HTTP {status}");
-                if !matches!(status, 408 | 425 | 429 | 500..=599) {
-                    break;
-                }
-                let ra = r
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok());
-                Duration::from_millis(ra.map_or(200 << attempt, |s| s * 1000))
-            }
-            Err(e) => {
-                last = e.without_url().to_string();
-                Duration::from_millis(200 << attempt)
-            }
-        };
-        if attempt < ATTEMPTS {
-            tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
-        }
-    }
-    Err(QaExportError::Failed {
-        url: target.url.clone(),
-        attempts: ATTEMPTS,
-        last,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signs_the_standard_webhooks_vector() {
-        let secret = Secret::new("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD");
-        let sig = sign(
-            &secret,
-            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
-            1649367553,
-            br#"{"email":"test@example.com","username":"test_user"}"#,
-        )
-        .unwrap();
-        assert_eq!(sig, "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
-    }
+) -> Result<OutboxMessage, QaExportError> {
+    let message = delivery::message(QA, &metrics.run_id, metrics);
+    let message_id = message.message_id.clone();
+    qa.store
+        .commit(WriteBatch {
+            outbox: vec![message],
+            ..WriteBatch::default()
+        })
+        .await?;
+    let worker = DeliveryWorker::spawn_for(qa.store.clone(), &qa.config, &[QA])?;
+    let waited = worker.wait_for(&message_id, qa.wait).await;
+    // An attempt still in flight is answered and recorded before this returns.
+    worker.shutdown().await;
+    waited?;
+    qa.store
+        .outbox_message(&message_id)
+        .await?
+        .ok_or(QaExportError::Missing(message_id))
 }

@@ -11,9 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::triggers::store_error;
 use crate::audit::report::{AuditMetrics, TimeRange, report};
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, store_error};
 use crate::server::openapi::AuditMetricsSchema;
 use crate::server::state::AppState;
 

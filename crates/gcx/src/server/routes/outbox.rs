@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::triggers::{body_error, store_error};
 use crate::server::body::check_content_type;
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, body_error, store_error};
 use crate::server::state::AppState;
 use crate::store::{OutboxMessage, OutboxStatus, ReplayFilter};
 

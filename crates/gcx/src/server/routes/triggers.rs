@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::trigger_body::{self, TriggerDocument};
 use crate::server::body::check_content_type;
-use crate::server::error::{ApiError, ErrorBody};
+use crate::server::error::{ApiError, ErrorBody, body_error, store_error};
 use crate::server::openapi::{TriggerPayloadSchema, TriggerStateSchema, ViolationSchema};
 use crate::server::pipeline::Submitted;
 use crate::server::state::AppState;
@@ -461,34 +461,12 @@ fn wait_timeout(
     }
 }
 
-/// A body that could not be read: over the limit (413) or broken off.
-pub(crate) fn body_error(e: BytesRejection, max: usize) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        crate::server::body::too_large(max, false)
-    } else {
-        ApiError::bad_request(
-            "unreadable_body",
-            format!("the request body could not be read: {}", e.body_text()),
-        )
-    }
-}
-
 fn summarize(violations: &[Violation]) -> String {
     violations
         .iter()
         .map(|v| v.to_string())
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-pub(crate) fn store_error(e: crate::store::StoreError) -> ApiError {
-    tracing::error!(error = %e, "store read failed");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        format!("the store did not answer: {e}"),
-    )
-    .with_retry_after(Duration::from_secs(1))
 }
 
 /// A stored trigger as the API shows it.
