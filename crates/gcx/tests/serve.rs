@@ -815,6 +815,44 @@ async fn the_served_openapi_document_is_the_checked_in_one() {
     );
 }
 
+/// The served document is the running configuration's: its batch bound and its
+/// request timeout (which bounds `wait=result`'s `timeout`).
+#[tokio::test]
+async fn the_served_openapi_document_follows_the_configuration() {
+    let h = harness(Faults::default(), |c| {
+        c.serve.max_batch = 7;
+        c.serve.request_timeout = Duration::from_millis(2500);
+    })
+    .await;
+    let doc = h.get("/openapi.json").await.body;
+    assert_eq!(
+        doc["components"]["schemas"]["TriggerRequest"]["oneOf"][1]["maxItems"],
+        7
+    );
+    let timeout = &doc["paths"]["/v1/triggers"]["post"]["parameters"][0]["schema"]["properties"]["timeout"]
+        ["pattern"];
+    assert_eq!(
+        timeout,
+        "^((0|[1-9][0-9]{0,2}|1[0-9]{3}|2[0-3][0-9]{2}|24[0-8][0-9]|249[0-8]|2499)ms|(0|1|2)s)$"
+    );
+    // What the pattern admits at its edges, the service takes; one past it, it refuses.
+    for (query, taken) in [
+        ("wait=result&timeout=2499ms", true),
+        ("wait=result&timeout=2s", true),
+        ("wait=result&timeout=2500ms", false),
+        ("wait=result&timeout=3s", false),
+        ("timeout=1s", false),
+    ] {
+        let a = h.post(&format!("/v1/triggers?{query}"), &trigger()).await;
+        if taken {
+            assert!(a.status.is_success(), "{query}: {} {}", a.status, a.body);
+        } else {
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{query}: {}", a.body);
+            assert_eq!(a.code(), "invalid_query", "{query}: {}", a.body);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- lifecycle
 
 #[tokio::test]
