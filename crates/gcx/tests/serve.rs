@@ -1,6 +1,7 @@
 //! `gcx serve` end to end: the HTTP API contract (every route, every error), auth,
-//! limits, readiness, Prometheus, OpenAPI, and the lifecycle (graceful shutdown with
-//! actions in flight, resume on start). A real sandbox, a real dispatcher, real SQLite.
+//! limits, readiness, OpenAPI, and the lifecycle (graceful shutdown with actions in
+//! flight, resume on start). A real sandbox, a real dispatcher, real SQLite. What
+//! `/metrics` counts is checked in `serve_metrics.rs`, alone in its process.
 
 mod serve_support;
 
@@ -620,7 +621,8 @@ async fn each_key_has_its_own_rate_limit() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(retry_after >= 1);
+    // A token comes back within a third of a second; the header rounds up to whole seconds.
+    assert_eq!(retry_after, 1);
     // The other key is not held back by the first one's use.
     let other = h
         .send(
@@ -749,50 +751,6 @@ async fn dead_letters_are_listed_and_replayed() {
         .post_raw("/v1/outbox/replay", "application/json", Vec::new())
         .await;
     assert_eq!(again.body, json!({"replayed": 0}));
-}
-
-#[tokio::test]
-async fn prometheus_shows_the_pipeline() {
-    let h = harness(Faults::default(), |_| {}).await;
-    let a = h
-        .post("/v1/triggers?wait=result", &json!([trigger(), trigger()]))
-        .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
-    eventually("webhooks delivered", Duration::from_secs(10), || async {
-        h.get("/v1/outbox").await.body["counts"]["pending"] == 0
-    })
-    .await;
-    let r = h
-        .http
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4")
-    );
-    let text = r.text().await.unwrap();
-    for needle in [
-        "gcx_triggers_total{state=\"completed\"}",
-        "gcx_triggers_in_flight",
-        "gcx_slot_wait_seconds_bucket{le=\"0.001\"}",
-        "gcx_send_to_result_seconds_bucket",
-        "gcx_token_refreshes_total",
-        "gcx_outbox_messages{status=\"pending\"}",
-        "gcx_outbox_delivered_total",
-        "gcx_serve_stream_connected 1",
-        "gcx_serve_triggers_received_total{outcome=\"accepted\"}",
-    ] {
-        assert!(text.contains(needle), "{needle} missing from:\n{text}");
-    }
-    // Histograms, not summaries.
-    assert!(
-        !text.contains("gcx_send_to_result_seconds{quantile"),
-        "{text}"
-    );
 }
 
 #[tokio::test]
@@ -1029,8 +987,13 @@ async fn unfinished_triggers_resume_on_the_next_start() {
         ..
     } = h;
     let report = service.unwrap().shutdown().await;
-    assert!(report.unfinished_triggers > 0, "{report:?}");
     assert!(report.store_closed);
+    // The report counts what the store holds unfinished, and there is some to resume.
+    let store = Store::open_read_only(&config.store).await.unwrap();
+    let unfinished = store.unfinished_triggers().await.unwrap().len();
+    store.close().await.unwrap();
+    assert!(unfinished > 0, "everything finished within the drain");
+    assert_eq!(report.unfinished_triggers, unfinished, "{report:?}");
 
     // Same data folder: the next start resumes them; the engine runs each once.
     let service = start_service(&sandbox, &config).await;
