@@ -212,14 +212,19 @@ async fn wait_result_answers_202_at_its_timeout() {
 #[tokio::test]
 async fn a_bad_item_does_not_refuse_its_valid_neighbours() {
     let h = harness(Faults::default(), |_| {}).await;
-    let (good1, good2) = (trigger(), trigger());
-    let mut bad = trigger();
+    // Fixed ids (each harness has its own store), so the answer can be read whole.
+    let good1 = trigger_with_id("00000000-0000-4000-8000-000000000001");
+    let good2 = trigger_with_id("00000000-0000-4000-8000-000000000002");
+    let mut bad = trigger_with_id("00000000-0000-4000-8000-000000000003");
     bad["actionType"] = json!("no_such_action");
     bad["maxRetries"] = json!(9);
     let batch = json!([good1, bad, good2, 42]);
     let a = h.post("/v1/triggers", &batch).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     assert_eq!(a.code(), "invalid_triggers");
+    // The error body a client reads: `cargo insta review` (or `INSTA_UPDATE=always`)
+    // takes a change.
+    insta::assert_json_snapshot!("batch_with_invalid_items", a.body);
     let details = &a.body["error"]["details"];
     assert_eq!(details["accepted"], 2);
     assert_eq!(details["invalid"], 2);
@@ -249,9 +254,11 @@ async fn a_bad_item_does_not_refuse_its_valid_neighbours() {
     // One invalid object: `invalid_trigger` with its violations.
     let mut one = trigger();
     one.as_object_mut().unwrap().remove("executionContext");
+    one["correlationId"] = json!("00000000-0000-4000-8000-000000000004");
     let a = h.post("/v1/triggers", &one).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert_eq!(a.code(), "invalid_trigger");
+    insta::assert_json_snapshot!("one_invalid_trigger", a.body);
     assert_eq!(
         a.body["error"]["details"]["violations"][0]["path"],
         "/executionContext"

@@ -141,6 +141,36 @@ async fn ten_thousand_triggers_with_invalid_ones_mixed_in() {
     assert_eq!(st["crm"]["deliveries"], 0);
 }
 
+/// What a user reads from `gcx trigger` on the mixed example: the summary table on
+/// stdout, each invalid trigger with its line and violations on stderr (log lines
+/// left out). Timings vary and are masked. `cargo insta review` (or
+/// `INSTA_UPDATE=always`) takes a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_reads_as_written() {
+    let sb = sandbox(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/triggers.jsonl");
+    let mut c = gcx(&sb, &dir.path().join("data"));
+    c.env("HOME", dir.path()).arg("trigger").arg(&file);
+    let out = run(c).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = regex::escape(file.to_str().unwrap());
+    insta::with_settings!({filters => vec![
+        (path.as_str(), "[FILE]"),
+        (r"(?m)^(average_latency_ms|p50_latency_ms|p95_latency_ms|p99_latency_ms|elapsed_ms) +\S+$", "$1 [ms]"),
+    ]}, {
+        insta::assert_snapshot!(format!(
+            "exit {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+            out.status.code()
+        ));
+    });
+}
+
 /// How many of `file`'s triggers the store in `data` holds, and how many of them in a
 /// final state.
 async fn in_store(data: &Path, file: &Path) -> (u64, u64) {
