@@ -57,6 +57,34 @@ fn the_mixed_example_lists_every_violation_and_exits_1() {
     );
 }
 
+/// What a user reads for a file of broken triggers: every violation of every trigger,
+/// each with its file, line and JSON Pointer, then the count; nothing on stderr.
+/// `cargo insta review` (or `INSTA_UPDATE=always`) takes a change.
+#[test]
+fn a_broken_file_reads_as_written() {
+    let home = tempfile::tempdir().unwrap();
+    let valid = std::fs::read_to_string(example("triggers-valid.jsonl")).unwrap();
+    let first = valid.lines().next().unwrap();
+    let mut many: serde_json::Value = serde_json::from_str(first).unwrap();
+    many["actionType"] = "document_extraction".into();
+    many["parameterMatrix"] = serde_json::json!({"fields": [], "languageCode": null, "page": 2});
+    many["executionContext"]["interactionType"] = "fax".into();
+    many["correlationId"] = "550e8400-e29b-11d4-a716-446655440000".into();
+    many["maxRetries"] = 9.into();
+    let text = format!(
+        "{first}\n{many}\n{{\"actionType\": \n\n[1, 2]\n{}\n",
+        first.replace("voice", "carrier pigeon")
+    );
+    let file = home.path().join("broken.jsonl");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, err) = run(gcx(home.path()).args(["validate", file.to_str().unwrap()]));
+    assert_eq!(code, 1, "{out}{err}");
+    let path = regex::escape(file.to_str().unwrap());
+    insta::with_settings!({filters => vec![(path.as_str(), "[FILE]")]}, {
+        insta::assert_snapshot!(format!("exit {code}\n--- stdout\n{out}--- stderr\n{err}"));
+    });
+}
+
 #[test]
 fn the_valid_example_exits_0() {
     let home = tempfile::tempdir().unwrap();

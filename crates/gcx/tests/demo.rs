@@ -66,6 +66,16 @@ fn quick_demo_passes_every_check_and_writes_the_report() {
     assert!(stdout.contains(report.to_str().unwrap()), "{stdout}");
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("<html"), "not a page");
+    // The summary's shape as a user reads it, numbers masked (timings and the faults'
+    // effects vary): `cargo insta review` (or `INSTA_UPDATE=always`) takes a change.
+    let data_dir = regex::escape(data.to_str().unwrap());
+    insta::with_settings!({filters => vec![
+        (data_dir.as_str(), "[data]"),
+        (r"http://127\.0\.0\.1:[0-9]+", "[sandbox url]"),
+        (r"\b[0-9]+(\.[0-9]+)?\b", "N"),
+    ]}, {
+        insta::assert_snapshot!(stdout);
+    });
 }
 
 #[test]

@@ -155,6 +155,14 @@ thresholds = ["missing == 0", "state_mismatches == 0", "failed == 0", "successfu
     let m = &r.summary.metrics;
     assert!(m.passed, "{:#?}", m.thresholds);
     assert!(m.total_events > 100, "{}", m.total_events);
+    // The summary a user reads, its numbers masked (they follow the machine's timing):
+    // `cargo insta review` (or `INSTA_UPDATE=always`) takes a change.
+    insta::with_settings!({filters => vec![
+        (r"run [0-9a-f-]{36}", "run [run id]"),
+        (r"\b[0-9]+(\.[0-9]+)?\b", "N"),
+    ]}, {
+        insta::assert_snapshot!(gcx::desk::report::table::render(&r.summary));
+    });
     assert_eq!(m.successful_injections, m.total_events);
     assert_eq!(
         (m.rejected, m.missing, r.summary.extended.failed),

@@ -56,6 +56,67 @@ fn check(body: Value, expected: &[(Option<usize>, &str)]) {
     }
 }
 
+/// The words a user reads: every violation's index, field and message, for one bad
+/// batch per kind of rule. `cargo insta review` (or `INSTA_UPDATE=always`) takes a change.
+#[test]
+fn every_violation_message_reads_as_written() {
+    let mut twice = event();
+    twice["state"] = json!("routing/agent/busy");
+    let cases: Vec<(&str, Value)> = vec![
+        ("not an array", json!({"events": []})),
+        ("empty array", json!([])),
+        (
+            "too many events",
+            (0..=MAX_BATCH_EVENTS)
+                .map(|i| event_with("sequenceId", Some(json!(seq(i)))))
+                .collect(),
+        ),
+        ("element not an object", json!([5])),
+        ("every field missing", json!([{}])),
+        (
+            "uppercase sequenceId",
+            json!([event_with("sequenceId", Some(json!(SEQ.to_uppercase())))]),
+        ),
+        (
+            "agentId not a string",
+            json!([event_with("agentId", Some(json!(7)))]),
+        ),
+        (
+            "timestamp not UTC",
+            json!([event_with(
+                "timestamp",
+                Some(json!("2026-11-21T10:00:00+01:00"))
+            )]),
+        ),
+        (
+            "unknown state",
+            json!([event_with("state", Some(json!("routing/agent/asleep")))]),
+        ),
+        (
+            "wrong eventType",
+            json!([event_with("eventType", Some(json!("routing/agent/mood")))]),
+        ),
+        (
+            "unknown key",
+            json!([event_with("mood", Some(json!("calm")))]),
+        ),
+        ("a sequenceId twice", json!([event(), twice])),
+    ];
+    let mut text = String::new();
+    for (name, body) in cases {
+        text.push_str(&format!("{name}:\n"));
+        match validate_batch(&body) {
+            Ok(_) => panic!("{name}: valid"),
+            Err(vs) => {
+                for v in vs {
+                    text.push_str(&format!("  {:?} {:?}: {}\n", v.index, v.field, v.message));
+                }
+            }
+        }
+    }
+    insta::assert_snapshot!(text);
+}
+
 #[test]
 fn one_valid_event() {
     check(json!([event()]), &[]);

@@ -74,6 +74,130 @@ fn check(input: Value, expected: &[(&str, &str)]) {
     }
 }
 
+/// The words a user reads: every violation's path, code and message, for one bad input
+/// per kind of rule. `cargo insta review` (or `INSTA_UPDATE=always`) takes a change.
+#[test]
+fn every_violation_message_reads_as_written() {
+    let sentiment = |matrix: Value| {
+        let mut v = base();
+        v["actionType"] = json!("sentiment_analysis");
+        v["parameterMatrix"] = matrix;
+        v
+    };
+    let cases: Vec<(&str, Value)> = vec![
+        ("not an object", json!([1])),
+        ("empty object", json!({})),
+        ("unknown top-level key", with_key("", "extra", json!(1))),
+        (
+            "action type not a string",
+            with("/actionType", Some(json!(7))),
+        ),
+        (
+            "unknown action type",
+            with("/actionType", Some(json!("teleport"))),
+        ),
+        (
+            "parameter matrix not an object",
+            with("/parameterMatrix", Some(json!([]))),
+        ),
+        (
+            "required parameter missing",
+            with("/parameterMatrix/query", None),
+        ),
+        (
+            "null parameter",
+            with("/parameterMatrix/languageCode", Some(Value::Null)),
+        ),
+        (
+            "query too long",
+            with("/parameterMatrix/query", Some(json!("q".repeat(1025)))),
+        ),
+        (
+            "language tag",
+            with("/parameterMatrix/languageCode", Some(json!("en_US"))),
+        ),
+        (
+            "integer out of range",
+            with("/parameterMatrix/maxResults", Some(json!(51))),
+        ),
+        (
+            "integer with a fraction",
+            with("/parameterMatrix/maxResults", Some(json!(2.0))),
+        ),
+        (
+            "unknown parameter",
+            with("/parameterMatrix/limit", Some(json!(3))),
+        ),
+        ("one-of: none", sentiment(json!({}))),
+        (
+            "one-of: both",
+            sentiment(json!({"text": "great", "transcriptId": "t-1"})),
+        ),
+        (
+            "context not an object",
+            with("/executionContext", Some(json!("ctx"))),
+        ),
+        (
+            "agent id",
+            with("/executionContext/agentId", Some(json!("agent-7"))),
+        ),
+        (
+            "session id empty",
+            with("/executionContext/sessionId", Some(json!(""))),
+        ),
+        (
+            "interaction type",
+            with("/executionContext/interactionType", Some(json!("fax"))),
+        ),
+        (
+            "context value not a string",
+            with("/executionContext/extra", Some(json!(1))),
+        ),
+        (
+            "context key missing",
+            with("/executionContext/sessionId", None),
+        ),
+        (
+            "correlation id not a UUID",
+            with("/correlationId", Some(json!("abc"))),
+        ),
+        (
+            "correlation id not v4",
+            with(
+                "/correlationId",
+                Some(json!("550e8400-e29b-11d4-a716-446655440000")),
+            ),
+        ),
+        ("max retries", with("/maxRetries", Some(json!(4)))),
+    ];
+    let mut text = String::new();
+    for (name, input) in cases {
+        text.push_str(&format!("{name}:\n"));
+        match validate_trigger(&input, &Catalogue::builtin()) {
+            Ok(_) => panic!("{name}: valid"),
+            Err(vs) => {
+                for v in vs {
+                    text.push_str(&format!("  {:?} {}: {}\n", v.path, v.code, v.message));
+                }
+            }
+        }
+    }
+    let too_big = format!("{{\"pad\": \"{}\"}}", "x".repeat(70_000));
+    for v in validate_trigger_bytes(too_big.as_bytes(), &Catalogue::builtin()).unwrap_err() {
+        text.push_str(&format!(
+            "over 64 KiB:\n  {:?} {}: {}\n",
+            v.path, v.code, v.message
+        ));
+    }
+    for v in validate_trigger_bytes(b"{not json", &Catalogue::builtin()).unwrap_err() {
+        text.push_str(&format!(
+            "not JSON:\n  {:?} {}: {}\n",
+            v.path, v.code, v.message
+        ));
+    }
+    insta::assert_snapshot!(text);
+}
+
 #[track_caller]
 fn check_str(input: &str, expected: &[(&str, &str)]) {
     check(serde_json::from_str(input).unwrap(), expected)

@@ -160,6 +160,13 @@ impl Sandbox {
     /// Binds (port 0 picks a free port) and starts serving in a background task.
     pub async fn start(options: SandboxOptions) -> std::io::Result<Sandbox> {
         let listener = TcpListener::bind((options.bind, options.port)).await?;
+        Sandbox::start_on(listener, options)
+    }
+
+    /// Starts serving on `listener` in a background task (`options.bind` and `.port` are
+    /// the listener's business then), so a caller can hold its port before the sandbox
+    /// answers on it.
+    pub fn start_on(listener: TcpListener, options: SandboxOptions) -> std::io::Result<Sandbox> {
         let addr = listener.local_addr()?;
         let state = AppState::new(options);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -421,10 +421,28 @@ enum Attempt {
 /// holds only a weak reference, so it never keeps the provider alive by itself.
 async fn refresh_in_background(
     provider: Weak<Inner>,
-    mut current: watch::Receiver<Option<AccessToken>>,
+    current: watch::Receiver<Option<AccessToken>>,
 ) {
-    // After a failed refresh, wait before the next try (the fetch itself already retried
-    // up to its deadline); without this the loop would spin on a token past its time.
+    refresh_on_time(current, || {
+        let provider = provider.clone();
+        async move {
+            let inner = provider.upgrade()?;
+            Some(TokenProvider { inner }.token().await.map(|_| ()))
+        }
+    })
+    .await
+}
+
+/// The refresher's timing: at the refresh time of the token `current` shows, calls
+/// `refresh` (`None`: the provider is gone, so stop); a token published in between moves
+/// the time to its own. After a failed refresh it waits with back-off before the next
+/// try (the fetch itself already retried up to its deadline); without that the loop
+/// would spin on a token past its time.
+async fn refresh_on_time<F, Fut>(mut current: watch::Receiver<Option<AccessToken>>, mut refresh: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<Result<(), AuthError>>>,
+{
     let mut failures =
         RetryPolicy::new(Duration::from_millis(250), Duration::from_secs(10)).start();
     loop {
@@ -447,16 +465,12 @@ async fn refresh_in_background(
             Ok(true) => continue,
             Ok(false) => {}
         }
-        let Some(inner) = provider.upgrade() else {
-            return;
-        };
-        let provider_now = TokenProvider { inner };
-        match provider_now.token().await {
-            Ok(_) => failures.reset(),
-            Err(e) => {
+        match refresh().await {
+            None => return,
+            Some(Ok(())) => failures.reset(),
+            Some(Err(e)) => {
                 let wait = failures.next(None).unwrap_or(Duration::from_secs(10));
                 tracing::warn!(error = %e, ?wait, "background token refresh failed");
-                drop(provider_now);
                 tokio::time::sleep(wait).await;
             }
         }
@@ -467,6 +481,151 @@ async fn refresh_in_background(
 mod tests {
     use super::*;
     use crate::config::endpoints;
+
+    /// A token fetched now that lives `secs` (refresh at 90 % of that).
+    fn fetched_now(secs: u64, generation: u64) -> AccessToken {
+        AccessToken::new(
+            format!("tok-{generation}"),
+            Instant::now(),
+            secs,
+            vec![],
+            generation,
+        )
+    }
+
+    /// The refresher on a paused clock: a fake refresh records when it ran and whether it
+    /// succeeded, and publishes a 100 s token (or fails while `fail` says so). Like the
+    /// provider's, it holds the sender weakly: dropping `publish` is the provider going.
+    struct Rig {
+        publish: Arc<watch::Sender<Option<AccessToken>>>,
+        calls: Arc<std::sync::Mutex<Vec<(Instant, bool)>>>,
+        fail: Arc<AtomicBool>,
+        t0: Instant,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Rig {
+        fn start(first: AccessToken) -> Rig {
+            let (tx, rx) = watch::channel(Some(first));
+            let publish = Arc::new(tx);
+            let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let fail = Arc::new(AtomicBool::new(false));
+            let (p, c, f) = (Arc::downgrade(&publish), calls.clone(), fail.clone());
+            let task = tokio::spawn(refresh_on_time(rx, move || {
+                let (p, c, f) = (p.clone(), c.clone(), f.clone());
+                async move {
+                    let publish = p.upgrade()?;
+                    let ok = !f.load(Ordering::Relaxed);
+                    let mut calls = c.lock().unwrap_or_else(|e| e.into_inner());
+                    calls.push((Instant::now(), ok));
+                    if !ok {
+                        return Some(Err(AuthError::Unavailable {
+                            url: "http://token".into(),
+                            attempts: 1,
+                            elapsed: Duration::ZERO,
+                            last: "down".into(),
+                        }));
+                    }
+                    publish.send_replace(Some(fetched_now(100, calls.len() as u64 + 1)));
+                    Some(Ok(()))
+                }
+            }));
+            Rig {
+                publish,
+                calls,
+                fail,
+                t0: Instant::now(),
+                task,
+            }
+        }
+
+        /// When each refresh ran (seconds after the start, to the millisecond), and
+        /// whether it succeeded.
+        fn calls(&self) -> Vec<(f64, bool)> {
+            let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+            calls
+                .iter()
+                .map(|(t, ok)| {
+                    (
+                        ((*t - self.t0).as_secs_f64() * 1000.0).round() / 1000.0,
+                        *ok,
+                    )
+                })
+                .collect()
+        }
+
+        fn times(&self) -> Vec<f64> {
+            self.calls().into_iter().map(|(t, _)| t).collect()
+        }
+    }
+
+    /// Sleeps on the paused clock, which lets the refresher run everything due by then.
+    async fn after(secs: f64) {
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn refreshes_at_each_tokens_refresh_time_and_never_before() {
+        let rig = Rig::start(fetched_now(100, 1));
+        after(89.99).await;
+        assert_eq!(rig.times(), Vec::<f64>::new());
+        after(0.02).await;
+        assert_eq!(rig.times(), [90.0]);
+        // Each refresh published a 100 s token: the next is due 90 s after it.
+        after(180.0).await;
+        assert_eq!(rig.times(), [90.0, 180.0, 270.0]);
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_published_in_between_moves_the_refresh_to_its_time() {
+        let rig = Rig::start(fetched_now(100, 1));
+        after(50.0).await;
+        // Someone else fetched (a 401 seen elsewhere): a 20 s token, refreshed at 18 s.
+        rig.publish.send_replace(Some(fetched_now(20, 2)));
+        after(17.99).await;
+        assert_eq!(rig.times(), Vec::<f64>::new());
+        after(0.02).await;
+        assert_eq!(rig.times(), [68.0]);
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_is_retried_with_back_off_not_in_a_spin() {
+        let rig = Rig::start(fetched_now(100, 1));
+        rig.fail.store(true, Ordering::Relaxed);
+        after(150.0).await;
+        let tries = rig.times();
+        // 250 ms doubling to 10 s, full jitter: far fewer tries than a spinning loop's,
+        // at least those a 10 s cap allows, the first at the refresh time.
+        assert_eq!(tries[0], 90.0);
+        assert!((6..=400).contains(&tries.len()), "{tries:?}");
+        assert!(tries.windows(2).all(|w| w[1] - w[0] <= 10.0), "{tries:?}");
+        // Once the server answers, the next refresh waits for the new token's time.
+        rig.fail.store(false, Ordering::Relaxed);
+        after(110.0).await;
+        let ok: Vec<f64> = rig
+            .calls()
+            .into_iter()
+            .filter(|(_, ok)| *ok)
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(ok.len(), 2, "{:?}", rig.calls());
+        assert!(ok[0] <= 160.0, "{ok:?}");
+        assert_eq!(ok[1], ok[0] + 90.0, "{ok:?}");
+        rig.task.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refresher_ends_when_the_provider_is_gone() {
+        let rig = Rig::start(fetched_now(100, 1));
+        let Rig { publish, task, .. } = rig;
+        after(1.0).await;
+        assert!(!task.is_finished());
+        drop(publish);
+        after(1.0).await;
+        assert!(task.is_finished());
+    }
 
     fn at(base_url: &str, id: Option<&str>, secret: Option<&str>) -> GenesysConfig {
         GenesysConfig {

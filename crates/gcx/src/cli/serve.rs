@@ -42,7 +42,8 @@ pub struct Args {
     /// renamed into place), for scripts that start gcx serve on port 0.
     #[arg(long)]
     pub ready_file: Option<PathBuf>,
-    /// Print the OpenAPI document (docs/openapi.json) and exit.
+    /// Print the OpenAPI document this configuration serves and exit (with the defaults,
+    /// docs/openapi.json).
     #[arg(long)]
     pub print_openapi: bool,
 }
@@ -59,7 +60,10 @@ pub enum ServeCommand {
 
 pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Result<ExitCode> {
     if args.print_openapi {
-        print!("{}", crate::server::openapi::document_json());
+        let catalogue =
+            crate::assist::intake::load_catalogue(config.dispatch.catalogue_path.as_deref())?;
+        let settings = crate::server::openapi::Settings::new(&catalogue, &config.serve);
+        print!("{}", crate::server::openapi::document_json(&settings));
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(ServeCommand::HashKey { key }) = &args.command {

@@ -182,9 +182,16 @@ mod tests {
             assert_eq!((again.run, again.ending), (plan.run, plan.ending));
             assert!(plan.run <= Duration::from_millis(100));
         }
+        // Seed 9's draws for these ids, pinned: a change to how plans are drawn changes
+        // every seeded run, and shows here first.
         let count = |e| plans.iter().filter(|p| p.ending == e).count();
-        assert!(count(Ending::Timeout) > 0);
-        assert!(count(Ending::EngineError) > 50);
-        assert!(count(Ending::Completed) > 50);
+        assert_eq!(
+            [
+                count(Ending::Timeout),
+                count(Ending::EngineError),
+                count(Ending::Completed)
+            ],
+            [84, 159, 157]
+        );
     }
 }

@@ -13,7 +13,7 @@ use utoipa::IntoParams;
 
 use crate::audit::report::{AuditMetrics, TimeRange, report};
 use crate::server::error::{ApiError, ErrorBody, store_error};
-use crate::server::openapi::AuditMetricsSchema;
+use crate::server::openapi::{AuditMetricsSchema, UtcTime};
 use crate::server::state::AppState;
 
 /// Query of `GET /v1/metrics/audit`: an optional window over when triggers finished.
@@ -22,8 +22,10 @@ use crate::server::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only triggers that finished at or after this time (RFC 3339, UTC).
+    #[param(value_type = Option<UtcTime>)]
     pub since: Option<String>,
     /// Only triggers that finished before this time (RFC 3339, UTC).
+    #[param(value_type = Option<UtcTime>)]
     pub until: Option<String>,
 }
 

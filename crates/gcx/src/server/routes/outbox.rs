@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::server::body::check_content_type;
 use crate::server::error::{ApiError, ErrorBody, body_error, store_error};
+use crate::server::openapi::UtcTime;
 use crate::server::state::AppState;
 use crate::store::{OutboxMessage, OutboxStatus, ReplayFilter};
 
@@ -180,7 +181,8 @@ pub async fn list(
 pub struct ReplayRequest {
     /// Only this message (its store id).
     pub id: Option<i64>,
-    /// Only dead letters created at or after this time (RFC 3339).
+    /// Only dead letters created at or after this time (RFC 3339, UTC).
+    #[schema(value_type = Option<UtcTime>)]
     pub since: Option<String>,
 }
 
@@ -197,8 +199,10 @@ pub struct ReplayResult {
     operation_id = "replayOutbox",
     path = "/v1/outbox/replay",
     tag = "outbox",
+    // Optional: `openapi::document` says so (utoipa marks it required unless the body is
+    // an `Option`, which would also admit a JSON `null` that this handler refuses).
     request_body(content = ReplayRequest, content_type = "application/json",
-        description = "Which dead letters to replay; an empty body or `{}` replays all"),
+        description = "Which dead letters to replay; no body, an empty one or `{}` replays all"),
     responses(
         (status = 200, description = "How many dead letters were put back", body = ReplayResult),
         (status = 400, description = "Body not JSON, an unknown key, or a bad `since`", body = ErrorBody),
@@ -233,8 +237,15 @@ pub async fn replay(
 /// The body as a replay filter (pure): empty or `{}` for every dead letter, else `id`
 /// and/or `since` (RFC 3339 UTC).
 pub fn read_replay(body: &[u8]) -> Result<ReplayFilter, ApiError> {
-    let request: ReplayRequest = if body.iter().all(u8::is_ascii_whitespace) {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let request: ReplayRequest = if first.is_none() {
         ReplayRequest::default()
+    } else if first != Some(&b'{') {
+        // serde would also read the struct from an array (`[1, null]`).
+        return Err(ApiError::bad_request(
+            "invalid_replay",
+            "the replay request is not a JSON object; send {} for every dead letter, or {\"id\": <id>} and/or {\"since\": \"<RFC 3339 time>\"}",
+        ));
     } else {
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(

@@ -18,13 +18,15 @@ use gcx_protocol::validate::validate_trigger;
 use gcx_protocol::{ActionTriggerPayload, Violation, ViolationCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::trigger_body::{self, TriggerDocument};
 use crate::server::body::check_content_type;
 use crate::server::error::{ApiError, ErrorBody, body_error, store_error};
-use crate::server::openapi::{TriggerPayloadSchema, TriggerStateSchema, ViolationSchema};
+use crate::server::openapi::{
+    HyphenatedUuid, TriggerRequestSchema, TriggerStateSchema, ViolationSchema,
+};
 use crate::server::pipeline::Submitted;
 use crate::server::state::AppState;
 use crate::store::{TriggerRow, TriggerState};
@@ -33,9 +35,8 @@ use crate::store::{TriggerRow, TriggerState};
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// Query of `POST /v1/triggers`.
-#[derive(Debug, Deserialize, IntoParams)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
 pub struct PostParams {
     /// `result`: hold the answer until every accepted trigger has its result (or the
     /// timeout passes; then 202 with what is known).
@@ -46,7 +47,7 @@ pub struct PostParams {
 }
 
 /// What `wait` may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WaitMode {
     Result,
@@ -92,15 +93,6 @@ pub struct TriggerAck {
     pub violations: Option<Vec<Violation>>,
 }
 
-/// `POST /v1/triggers` accepts one trigger object or an array of them.
-#[derive(ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // documentation only: the handler reads raw bytes to report every fault
-pub enum TriggerRequest {
-    One(TriggerPayloadSchema),
-    Many(Vec<TriggerPayloadSchema>),
-}
-
 /// A 2xx answer mirrors the request: one object for one object, an array for an array.
 #[derive(ToSchema)]
 #[serde(untagged)]
@@ -119,8 +111,9 @@ pub enum TriggerResponse {
     operation_id = "submitTriggers",
     path = "/v1/triggers",
     tag = "triggers",
-    params(PostParams),
-    request_body(content = TriggerRequest, content_type = "application/json",
+    // The query (`wait`, `timeout`) is one object parameter that `openapi::document`
+    // writes, bounded by serve.request_timeout.
+    request_body(content = TriggerRequestSchema, content_type = "application/json",
         description = "One ActionTriggerPayload (PROTOCOL.md 3.4) or an array of up to serve.max_batch"),
     responses(
         (status = 200, description = "wait=result: every accepted trigger has reached a final state", body = TriggerResponse),
@@ -510,7 +503,7 @@ impl From<TriggerRow> for TriggerView {
     operation_id = "getTrigger",
     path = "/v1/triggers/{correlationId}",
     tag = "triggers",
-    params(("correlationId" = String, Path, format = Uuid, description = "The trigger's correlationId (UUID v4, either case)")),
+    params(("correlationId" = HyphenatedUuid, Path, description = "The trigger's correlationId (stored triggers have version 4)")),
     responses(
         (status = 200, description = "The trigger's state, attempts, timestamps and result", body = TriggerView),
         (status = 400, description = "The path segment is not a UUID", body = ErrorBody),
