@@ -50,7 +50,7 @@ impl Claimant {
         Claimant {
             name: format!(
                 "{}:{}",
-                crate::audit::instance_id(),
+                crate::instance::id(),
                 &Uuid::new_v4().simple().to_string()[..8]
             ),
             lock: Mutex::new(None),

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Backend, CommitReceipt, PruneCursor, Pruned, ReplayFilter, StoreError, WriteBatch};
-use crate::audit::AuditKeys;
+use crate::audit_chain::AuditKeys;
 
 /// One write, as queued for the committer.
 #[derive(Debug)]

@@ -39,7 +39,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
+use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
 use crate::config::StoreConfig;
 
 pub use committer::CommitStats;
@@ -287,7 +287,7 @@ pub enum BackendKind {
     Postgres,
 }
 
-/// A final audit step as the metrics need it (see [`crate::audit::report`]).
+/// A final audit step as the metrics of `gcx audit report` and `/metrics` need it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinalOutcome {
     pub action_type: String,
@@ -376,7 +376,7 @@ impl Store {
                 sqlite::SqliteBackend::open(&config.data_dir, false).await?,
             )),
         };
-        let keys = crate::audit::AuditKeys::load_or_generate(&config.data_dir)?;
+        let keys = crate::audit_chain::AuditKeys::load_or_generate(&config.data_dir)?;
         let context = committer::GroupContext {
             keys,
             checkpoint_every: config.audit_checkpoint_every,

@@ -33,8 +33,8 @@ use super::{
     EndpointState, FinalOutcome, NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage,
     OutboxStatus, Pruned, StoreError, TriggerRow, TriggerState,
 };
-use crate::audit::chain::{self, ChainHead};
-use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
+use crate::audit_chain::hash::{self, ChainHead};
+use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
 
 /// A prune chunk's deletes, finished triggers then delivered webhooks: older than `$1`,
 /// at most `$2` of each.
@@ -351,7 +351,7 @@ impl PgBackend {
             return Ok(());
         }
         let mut head = self.lock_chain_head(tx).await?;
-        let records = chain::link(&mut head, now, events, context.store_parameters);
+        let records = hash::link(&mut head, now, events, context.store_parameters);
         let r = &records;
         // The head moves in the same statement (one round trip fewer per group): a
         // data-modifying WITH runs to completion whatever the outer statement reads.
@@ -522,7 +522,7 @@ impl PgBackend {
                      WHERE id = $5 AND status = 'pending'",
                 )
                 .bind(i64::from(*attempts))
-                .bind(chain::truncate_to_micros(*next_attempt_at))
+                .bind(hash::truncate_to_micros(*next_attempt_at))
                 .bind(error)
                 .bind(status.map(i32::from))
                 .bind(id)

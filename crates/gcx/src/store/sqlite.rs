@@ -26,7 +26,7 @@ use super::sqlite_writer::Writer;
 use super::{
     EndpointState, FinalOutcome, OutboxCounts, OutboxMessage, OutboxStatus, StoreError, TriggerRow,
 };
-use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
+use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
 
 /// File name of the database inside the data folder.
 pub const DATABASE_FILE: &str = "gcx.db";

@@ -27,8 +27,8 @@ use super::sqlite::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
 use super::sqlite_prune;
 use super::wal::{self, Checkpointer};
 use super::{NewOutboxMessage, StoreError, TriggerState};
-use crate::audit::Checkpoint;
-use crate::audit::chain::{self, ChainHead, Link};
+use crate::audit_chain::Checkpoint;
+use crate::audit_chain::hash::{self, ChainHead, Link};
 
 /// One item's own answer.
 type Answer = Result<Done, StoreError>;
@@ -329,7 +329,7 @@ impl Writer {
     /// due, all inside the open transaction (chain order = commit order).
     fn append_audit(
         &self,
-        events: Vec<&crate::audit::AuditEvent>,
+        events: Vec<&crate::audit_chain::AuditEvent>,
         context: &GroupContext,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
@@ -337,7 +337,7 @@ impl Writer {
             return Ok(());
         }
         let mut head = self.chain_head()?;
-        let records = chain::link(&mut head, now, events, context.store_parameters);
+        let records = hash::link(&mut head, now, events, context.store_parameters);
         let mut insert = self
             .conn
             .prepare_cached(&self.insert_audit)
@@ -630,7 +630,7 @@ fn insert_link(insert: &mut rusqlite::CachedStatement<'_>, r: &Link<'_>) -> rusq
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::AuditKeys;
+    use crate::audit_chain::AuditKeys;
     use crate::store::migrations::Scripts;
 
     #[test]
