@@ -182,7 +182,7 @@ impl Handle {
 /// Runs `committer` until its channel closes.
 ///
 /// The SQLite committer gets a thread with its own single-threaded runtime: it writes
-/// synchronously on its `rusqlite` connection (`sqlite_writer`), which blocks the thread
+/// synchronously on its `rusqlite` connection (`sqlite::writer`), which blocks the thread
 /// for the length of each group, so it must not be a worker of the shared runtime. (When
 /// it still wrote through sqlx, the thread alone gained 10 % in `dispatch`: every hop back
 /// from sqlx's worker thread had queued behind the dispatcher's and the sandbox's tasks.)

@@ -10,6 +10,9 @@ use futures_util::future::BoxFuture;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 
+use super::StoreError;
+use super::error::db_error;
+
 /// `(version, description, sql)` of one script.
 type Script = (i64, &'static str, &'static str);
 
@@ -86,5 +89,56 @@ impl<'s> MigrationSource<'s> for Scripts {
             })
             .collect();
         Box::pin(async move { Ok(migrations) })
+    }
+}
+
+/// Checks `gcx_meta` rows: the application is gcx and the schema is not newer than ours.
+pub(crate) fn check_meta(
+    location: &str,
+    meta: &[(String, String)],
+    scripts: Scripts,
+) -> Result<i64, StoreError> {
+    let value = |key: &str| meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    if value("application") != Some("gcx") {
+        return Err(StoreError::NotAStore {
+            location: location.to_string(),
+            detail: "its gcx_meta table does not say application = gcx".to_string(),
+        });
+    }
+    let found = value("schema_version")
+        .and_then(|v| v.parse::<i64>().ok())
+        .ok_or_else(|| StoreError::Corrupt {
+            location: location.to_string(),
+            detail: "gcx_meta.schema_version is missing or not a number".to_string(),
+        })?;
+    let known = known_version(scripts);
+    if found > known {
+        return Err(StoreError::NewerSchema {
+            location: location.to_string(),
+            found,
+            known,
+        });
+    }
+    Ok(found)
+}
+
+pub(crate) fn foreign(location: &str, what: &str, tables: &[String]) -> StoreError {
+    let mut shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+    if tables.len() > 5 {
+        shown.push("...");
+    }
+    StoreError::NotAStore {
+        location: location.to_string(),
+        detail: format!("it is {what} holding other tables ({})", shown.join(", ")),
+    }
+}
+
+pub(crate) fn migrate_error(location: &str, err: sqlx::migrate::MigrateError) -> StoreError {
+    match err {
+        sqlx::migrate::MigrateError::Execute(e) => db_error(location, e),
+        other => StoreError::Migrate {
+            location: location.to_string(),
+            detail: other.to_string(),
+        },
     }
 }

@@ -18,17 +18,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::committer::{Done, GroupContext, Work};
-use super::convert::{self, micros};
-use super::error::sqlite_error;
 use super::known_states::KnownStates;
-use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
-use super::sqlite::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
-use super::sqlite_prune;
+use super::prune;
 use super::wal::{self, Checkpointer};
-use super::{NewOutboxMessage, StoreError, TriggerState};
+use super::{AUDIT_COLUMNS, TRIGGER_COLUMNS};
 use crate::audit_chain::Checkpoint;
 use crate::audit_chain::hash::{self, ChainHead, Link};
+use crate::store::committer::{Done, GroupContext, Work};
+use crate::store::convert::{self, micros};
+use crate::store::error::sqlite_error;
+use crate::store::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
+use crate::store::{NewOutboxMessage, StoreError, TriggerState};
 
 /// One item's own answer.
 type Answer = Result<Done, StoreError>;
@@ -491,8 +491,8 @@ impl Writer {
                 limit,
                 after,
             } => {
-                let (pruned, next) = sqlite_prune::chunk(conn, micros(*before), *limit, *after)
-                    .map_err(self.err())?;
+                let (pruned, next) =
+                    prune::chunk(conn, micros(*before), *limit, *after).map_err(self.err())?;
                 Ok(Ok(Done::Pruned(pruned, next)))
             }
             Work::Checkpoint => {

@@ -14,6 +14,8 @@
 //! Bulk writes bind one array per column and `UNNEST` them: one statement, whatever the
 //! number of rows.
 
+mod claimant;
+
 use std::collections::HashSet;
 use std::str::FromStr;
 
@@ -22,19 +24,19 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::claimant::Claimant;
-use super::committer::{Done, GroupContext, Work};
-use super::convert;
-use super::error::{db_error, redact_url, url_password};
-use super::migrations::{self, Scripts};
-use super::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
-use super::sqlite::{check_meta, foreign, migrate_error};
-use super::{
+use crate::audit_chain::hash::{self, ChainHead};
+use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
+use crate::store::committer::{Done, GroupContext, Work};
+use crate::store::convert;
+use crate::store::error::{db_error, redact_url, url_password};
+use crate::store::migrations::{self, Scripts, check_meta, foreign, migrate_error};
+use crate::store::plan::{self, Change, DeliveredRow, NewTrigger, UpdateStep, now_micros};
+use crate::store::{
     EndpointState, FinalOutcome, NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage,
     OutboxStatus, Pruned, StoreError, TriggerRow, TriggerState,
 };
-use crate::audit_chain::hash::{self, ChainHead};
-use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
+
+pub(crate) use claimant::Claimant;
 
 /// A prune chunk's deletes, finished triggers then delivered webhooks: older than `$1`,
 /// at most `$2` of each.

@@ -1,11 +1,16 @@
 //! The embedded backend: one SQLite file `<data_dir>/gcx.db` in WAL mode with
 //! `synchronous = FULL` (a commit reported is on disk). One write connection, used only by
 //! the committer (so this process never contends with itself; it and every statement
-//! that writes are in `sqlite_writer`), and a small sqlx pool of read-only connections
+//! that writes are in `writer`), and a small sqlx pool of read-only connections
 //! (WAL readers never block the writer). This module opens, inspects, migrates and reads.
 //!
 //! Opening never changes a file that is not a gcx store: the header and the tables are
 //! inspected on a read-only connection before WAL mode or migrations touch anything.
+
+mod known_states;
+mod prune;
+mod wal;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,15 +23,15 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::committer::{Done, GroupContext, Work};
-use super::convert::{self, from_micros, micros};
-use super::error::{db_error, sqlite_error};
-use super::migrations::{self, Scripts};
-use super::sqlite_writer::Writer;
-use super::{
+use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
+use crate::store::committer::{Done, GroupContext, Work};
+use crate::store::convert::{self, from_micros, micros};
+use crate::store::error::{db_error, sqlite_error};
+use crate::store::migrations::{self, Scripts, check_meta, foreign, migrate_error};
+use crate::store::{
     EndpointState, FinalOutcome, OutboxCounts, OutboxMessage, OutboxStatus, StoreError, TriggerRow,
 };
-use crate::audit_chain::{AuditEvent, AuditRecord, Checkpoint};
+use writer::Writer;
 
 /// File name of the database inside the data folder.
 pub const DATABASE_FILE: &str = "gcx.db";
@@ -548,47 +553,6 @@ async fn inspect_tables(
     check_meta(location, &meta, Scripts::Sqlite).map(Some)
 }
 
-/// Checks `gcx_meta` rows: the application is gcx and the schema is not newer than ours.
-pub(crate) fn check_meta(
-    location: &str,
-    meta: &[(String, String)],
-    scripts: Scripts,
-) -> Result<i64, StoreError> {
-    let value = |key: &str| meta.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
-    if value("application") != Some("gcx") {
-        return Err(StoreError::NotAStore {
-            location: location.to_string(),
-            detail: "its gcx_meta table does not say application = gcx".to_string(),
-        });
-    }
-    let found = value("schema_version")
-        .and_then(|v| v.parse::<i64>().ok())
-        .ok_or_else(|| StoreError::Corrupt {
-            location: location.to_string(),
-            detail: "gcx_meta.schema_version is missing or not a number".to_string(),
-        })?;
-    let known = migrations::known_version(scripts);
-    if found > known {
-        return Err(StoreError::NewerSchema {
-            location: location.to_string(),
-            found,
-            known,
-        });
-    }
-    Ok(found)
-}
-
-pub(crate) fn foreign(location: &str, what: &str, tables: &[String]) -> StoreError {
-    let mut shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
-    if tables.len() > 5 {
-        shown.push("...");
-    }
-    StoreError::NotAStore {
-        location: location.to_string(),
-        detail: format!("it is {what} holding other tables ({})", shown.join(", ")),
-    }
-}
-
 async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
     let migrator = Scripts::Sqlite
         .migrator()
@@ -598,16 +562,6 @@ async fn migrate(pool: &SqlitePool, location: &str) -> Result<(), StoreError> {
         .run(pool)
         .await
         .map_err(|e| migrate_error(location, e))
-}
-
-pub(crate) fn migrate_error(location: &str, err: sqlx::migrate::MigrateError) -> StoreError {
-    match err {
-        sqlx::migrate::MigrateError::Execute(e) => db_error(location, e),
-        other => StoreError::Migrate {
-            location: location.to_string(),
-            detail: other.to_string(),
-        },
-    }
 }
 
 /// Errors while opening: a file that is not a database reads as "not a gcx store".
