@@ -1,5 +1,6 @@
 //! The migration scripts of `crates/gcx/migrations/{sqlite,postgres}/`, embedded in the
-//! binary and run with sqlx's migrator (which records them in `_sqlx_migrations`).
+//! binary and run with sqlx's migrator (which records them in `_sqlx_migrations`), and the
+//! checks both backends make of a store's schema before anything touches it.
 //!
 //! Each script also sets `gcx_meta.schema_version` to its own version, so a store
 //! written by a newer gcx is recognised before anything is touched.
@@ -67,9 +68,42 @@ impl Scripts {
         }
     }
 
-    /// A migrator over these scripts.
-    pub(crate) async fn migrator(self) -> Result<Migrator, sqlx::migrate::MigrateError> {
-        Migrator::new(self).await
+    /// Runs the scripts `pool`'s database lacks.
+    pub(crate) async fn run<'a, A>(self, location: &str, pool: A) -> Result<(), StoreError>
+    where
+        A: sqlx::Acquire<'a>,
+        <A::Connection as std::ops::Deref>::Target: sqlx::migrate::Migrate,
+    {
+        let migrator = Migrator::new(self)
+            .await
+            .map_err(|e| migrate_error(location, e))?;
+        migrator
+            .run(pool)
+            .await
+            .map_err(|e| migrate_error(location, e))
+    }
+
+    /// Whether a store with schema version `found` (`None`: no schema yet) can be opened
+    /// for reading only: it must exist, and be migrated to the version this gcx knows.
+    pub(crate) fn check_readable(
+        self,
+        location: &str,
+        found: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let known = known_version(self);
+        match found {
+            None => Err(StoreError::Missing {
+                location: location.to_string(),
+            }),
+            Some(v) if v < known => Err(StoreError::Migrate {
+                location: location.to_string(),
+                detail: format!(
+                    "it has schema version {v}, this gcx needs {known}; open it once \
+                     for writing (e.g. `gcx serve`) to upgrade it"
+                ),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 }
 
@@ -92,7 +126,8 @@ impl<'s> MigrationSource<'s> for Scripts {
     }
 }
 
-/// Checks `gcx_meta` rows: the application is gcx and the schema is not newer than ours.
+/// Checks `gcx_meta` rows: the application is gcx and the schema is not newer than ours;
+/// returns the schema version.
 pub(crate) fn check_meta(
     location: &str,
     meta: &[(String, String)],
@@ -122,6 +157,7 @@ pub(crate) fn check_meta(
     Ok(found)
 }
 
+/// A database (`what`) holding tables but no `gcx_meta`: not a gcx store.
 pub(crate) fn foreign(location: &str, what: &str, tables: &[String]) -> StoreError {
     let mut shown: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
     if tables.len() > 5 {
@@ -133,7 +169,7 @@ pub(crate) fn foreign(location: &str, what: &str, tables: &[String]) -> StoreErr
     }
 }
 
-pub(crate) fn migrate_error(location: &str, err: sqlx::migrate::MigrateError) -> StoreError {
+fn migrate_error(location: &str, err: sqlx::migrate::MigrateError) -> StoreError {
     match err {
         sqlx::migrate::MigrateError::Execute(e) => db_error(location, e),
         other => StoreError::Migrate {

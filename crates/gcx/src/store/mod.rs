@@ -14,9 +14,13 @@
 //! - [`error`]: [`StoreError`] and how database errors map to it.
 //! - `committer`: the group-commit task (gathers batches, one transaction, answers each).
 //! - `plan`: what one group changes, computed in memory (trigger state machine, receipts).
+//! - `rows`: the column lists and one decoder per stored type, over a row of either
+//!   backend; `reads`: the reads whose SQL both backends share, written once.
+//! - `convert`: stored values to the store's types.
 //! - `migrations`: the embedded migration scripts of `crates/gcx/migrations/` and the
 //!   checks of a store's schema before they run.
-//! - `sqlite/`, `postgres/`: one backend each.
+//! - `sqlite/`, `postgres/`: one backend each, a file per job (opening, the group
+//!   transaction, triggers, outbox, audit, prune).
 
 mod committer;
 mod convert;
@@ -25,6 +29,8 @@ mod migrations;
 mod model;
 mod plan;
 mod postgres;
+mod reads;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;
@@ -229,14 +235,14 @@ impl Store {
     }
 
     pub async fn trigger(&self, correlation_id: Uuid) -> Result<Option<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.trigger(correlation_id).await)
+        on_backend!(&self.inner.backend, b => reads::trigger(&**b, correlation_id).await)
     }
 
     /// Every trigger left `accepted` or `sent`: the `sent` ones first (the engine may
     /// still be running them, PROTOCOL.md 3.6, and their re-sends must hold slots before
     /// anything new takes one), each group oldest first.
     pub async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.unfinished_triggers().await)
+        on_backend!(&self.inner.backend, b => reads::unfinished_triggers(&**b).await)
     }
 
     /// Pending messages for `endpoint` due at `now`, oldest first, at most `limit`; only
@@ -253,7 +259,10 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.due_outbox(endpoint, now, limit).await)
+        match &self.inner.backend {
+            Backend::Sqlite(b) => reads::due_outbox(&**b, endpoint, now, limit).await,
+            Backend::Postgres(b) => b.due_outbox(endpoint, now, limit).await,
+        }
     }
 
     /// A number that changes whenever anything was committed to the store since it was
@@ -300,13 +309,13 @@ impl Store {
         error: &str,
         status: Option<u16>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Retry {
+        self.submit(committer::Work::Retry(committer::Retry {
             id,
             attempts,
             next_attempt_at,
             error: error.to_string(),
             status,
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -322,12 +331,12 @@ impl Store {
         reason: &str,
         status: Option<u16>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Dead {
+        self.submit(committer::Work::Dead(committer::Dead {
             id,
             attempts,
             reason: reason.to_string(),
             status,
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -342,7 +351,7 @@ impl Store {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.outbox_list(status, limit).await)
+        on_backend!(&self.inner.backend, b => reads::outbox_list(&**b, status, limit).await)
     }
 
     /// Puts matching dead letters back to pending (attempts 0, due now); returns how many.
@@ -364,11 +373,11 @@ impl Store {
         let mut total = Pruned::default();
         let mut after = PruneCursor::START;
         loop {
-            let work = committer::Work::Prune {
+            let work = committer::Work::Prune(committer::PruneChunk {
                 before,
                 limit: PRUNE_CHUNK,
                 after,
-            };
+            });
             let (chunk, next) = match self.submit(work).await? {
                 committer::Done::Pruned(chunk, next) => (chunk, next),
                 _ => (Pruned::default(), after),
@@ -396,7 +405,7 @@ impl Store {
     }
 
     pub async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState, StoreError> {
-        on_backend!(&self.inner.backend, b => b.endpoint_state(endpoint).await)
+        on_backend!(&self.inner.backend, b => reads::endpoint_state(&**b, endpoint).await)
     }
 
     pub async fn set_endpoint_disabled(
@@ -405,11 +414,11 @@ impl Store {
         disabled: bool,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Endpoint {
+        self.submit(committer::Work::Endpoint(committer::EndpointChange {
             name: endpoint.to_string(),
             disabled,
             reason: reason.map(str::to_string),
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -420,12 +429,12 @@ impl Store {
         from_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_records(from_seq.unwrap_or(0), limit).await)
+        on_backend!(&self.inner.backend, b => reads::audit_records(&**b, from_seq.unwrap_or(0), limit).await)
     }
 
     /// Every stored audit checkpoint, by seq.
     pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_checkpoints().await)
+        on_backend!(&self.inner.backend, b => reads::audit_checkpoints(&**b).await)
     }
 
     /// Final audit steps (`completed`, `failed`, `rejected`) whose `ended_at` lies in
@@ -435,7 +444,7 @@ impl Store {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<FinalOutcome>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_final_outcomes(since, until).await)
+        on_backend!(&self.inner.backend, b => reads::audit_final_outcomes(&**b, since, until).await)
     }
 }
 
