@@ -19,8 +19,11 @@
 //!   correlation, latency and reports.
 //! - [`delivery`]: the outbox worker: Standard Webhooks signing, retries, per-key order,
 //!   dead letters, circuit breaker. Used for the CRM and the QA platform alike.
-//! - [`audit`]: the hash-chained, signed audit log: verify, report, export.
+//! - [`audit_chain`]: the audit log's records, hash chain, signing key and checkpoints
+//!   (what the store writes with).
 //! - [`store`]: durable state (SQLite or PostgreSQL) with group commit.
+//! - [`audit`]: the audit log's readers: verify, report, export (over the store).
+//! - [`instance`]: this process's name (`hostname:pid`) in audit records and leases.
 //! - [`private_files`]: the data folder (0700) and its store and key files (0600).
 //! - [`server`]: `gcx serve`, the HTTP API.
 //! - [`demo`]: `gcx demo`, the whole product against an embedded sandbox, with checks.
@@ -31,6 +34,7 @@
 
 pub mod assist;
 pub mod audit;
+pub mod audit_chain;
 pub mod auth;
 pub mod bench;
 pub mod bounded_read;
@@ -40,6 +44,7 @@ pub mod delivery;
 pub mod demo;
 pub mod desk;
 pub mod http_client;
+pub mod instance;
 pub mod pipeline;
 pub mod private_files;
 pub mod retry;

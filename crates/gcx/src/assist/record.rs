@@ -246,20 +246,8 @@ impl Recorder {
     }
 }
 
-/// The instance name for audit records: `hostname:pid`.
-pub fn default_instance() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|h| h.trim().to_owned())
-                .filter(|h| !h.is_empty())
-        })
-        .unwrap_or_else(|| "localhost".to_owned());
-    format!("{host}:{}", std::process::id())
-}
+/// The instance name for audit records: `hostname:pid` ([`crate::instance::id`]).
+pub use crate::instance::id as default_instance;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use ed25519_dalek::VerifyingKey;
 use serde::Serialize;
 
-use super::chain::GENESIS_HASH;
+use super::GENESIS_HASH;
 use super::keys::key_id;
 use super::{AuditError, Checkpoint};
 use crate::store::Store;

@@ -14,7 +14,8 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Backend, CommitReceipt, PruneCursor, Pruned, ReplayFilter, StoreError, WriteBatch};
-use crate::audit::AuditKeys;
+use crate::audit_chain::hash::{self, ChainHead, Link};
+use crate::audit_chain::{AuditEvent, AuditKeys, Checkpoint};
 
 /// One write, as queued for the committer.
 #[derive(Debug)]
@@ -25,35 +26,52 @@ pub(crate) enum Work {
         attempts: u32,
         status: u16,
     },
-    Retry {
-        id: i64,
-        attempts: u32,
-        next_attempt_at: DateTime<Utc>,
-        error: String,
-        status: Option<u16>,
-    },
-    Dead {
-        id: i64,
-        attempts: u32,
-        reason: String,
-        status: Option<u16>,
-    },
+    Retry(Retry),
+    Dead(Dead),
     Replay(ReplayFilter),
-    Endpoint {
-        name: String,
-        disabled: bool,
-        reason: Option<String>,
-    },
+    Endpoint(EndpointChange),
     /// Sign the chain head unless a checkpoint already covers it.
     Checkpoint,
-    /// Delete at most `limit` finished triggers last updated before `before`, and at
-    /// most `limit` delivered webhooks created before it, looking after `after`
-    /// ([`super::Store::prune`]).
-    Prune {
-        before: DateTime<Utc>,
-        limit: u32,
-        after: PruneCursor,
-    },
+    Prune(PruneChunk),
+}
+
+/// Another attempt of pending outbox message `id` at `next_attempt_at`
+/// ([`super::Store::outbox_retry`]).
+#[derive(Debug)]
+pub(crate) struct Retry {
+    pub id: i64,
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub error: String,
+    pub status: Option<u16>,
+}
+
+/// Pending outbox message `id` dead-lettered, with the later pending messages of its key
+/// ([`super::Store::outbox_dead`]).
+#[derive(Debug)]
+pub(crate) struct Dead {
+    pub id: i64,
+    pub attempts: u32,
+    pub reason: String,
+    pub status: Option<u16>,
+}
+
+/// Endpoint `name` disabled or enabled ([`super::Store::set_endpoint_disabled`]).
+#[derive(Debug)]
+pub(crate) struct EndpointChange {
+    pub name: String,
+    pub disabled: bool,
+    pub reason: Option<String>,
+}
+
+/// Delete at most `limit` finished triggers last updated before `before`, and at most
+/// `limit` delivered webhooks created before it, looking after `after`
+/// ([`super::Store::prune`]).
+#[derive(Debug)]
+pub(crate) struct PruneChunk {
+    pub before: DateTime<Utc>,
+    pub limit: u32,
+    pub after: PruneCursor,
 }
 
 impl Work {
@@ -85,6 +103,35 @@ pub(crate) struct GroupContext {
     pub checkpoint_every: u64,
     /// Keep raw parameters in audit records.
     pub store_parameters: bool,
+}
+
+impl GroupContext {
+    /// `events` placed after `head`, recorded at `now`; `head` moves to the last.
+    pub(crate) fn link<'a>(
+        &self,
+        head: &mut ChainHead,
+        events: Vec<&'a AuditEvent>,
+        now: DateTime<Utc>,
+    ) -> Vec<Link<'a>> {
+        hash::link(head, now, events, self.store_parameters)
+    }
+
+    /// The checkpoints `records` make due, signed at `now`: one for each record at a
+    /// multiple of `checkpoint_every`.
+    pub(crate) fn due_checkpoints(
+        &self,
+        records: &[Link<'_>],
+        now: DateTime<Utc>,
+    ) -> Vec<Checkpoint> {
+        if self.checkpoint_every == 0 {
+            return Vec::new();
+        }
+        records
+            .iter()
+            .filter(|r| r.seq % self.checkpoint_every == 0)
+            .map(|r| Checkpoint::sign(&self.keys, r.seq, &r.hash, now))
+            .collect()
+    }
 }
 
 struct Job {
@@ -182,7 +229,7 @@ impl Handle {
 /// Runs `committer` until its channel closes.
 ///
 /// The SQLite committer gets a thread with its own single-threaded runtime: it writes
-/// synchronously on its `rusqlite` connection (`sqlite_writer`), which blocks the thread
+/// synchronously on its `rusqlite` connection (`sqlite::writer`), which blocks the thread
 /// for the length of each group, so it must not be a worker of the shared runtime. (When
 /// it still wrote through sqlx, the thread alone gained 10 % in `dispatch`: every hop back
 /// from sqlx's worker thread had queued behind the dispatcher's and the sandbox's tasks.)

@@ -77,7 +77,7 @@ pub enum StoreError {
     #[error("stored data in {location} is unreadable: {detail}")]
     Decode { location: String, detail: String },
     #[error(transparent)]
-    Key(#[from] crate::audit::KeyError),
+    Key(#[from] crate::audit_chain::KeyError),
     #[error("{location} was opened read-only (for verify, report or export); it cannot be written")]
     OpenedReadOnly { location: String },
     #[error("the store is closed")]

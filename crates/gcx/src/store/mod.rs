@@ -10,291 +10,49 @@
 //! committing transaction, so the chain order is the commit order.
 //!
 //! # Layout
+//! - `model`: the types of writes and reads, the same for both backends.
 //! - [`error`]: [`StoreError`] and how database errors map to it.
 //! - `committer`: the group-commit task (gathers batches, one transaction, answers each).
 //! - `plan`: what one group changes, computed in memory (trigger state machine, receipts).
-//! - `sqlite`, `postgres`: one backend each: open, schema checks, migrations, SQL.
-//! - `sqlite_writer`: the SQLite committer's own connection and every statement that
-//!   writes the file; `wal`: the thread that checkpoints its WAL beside it.
-//! - `migrations`: the embedded migration scripts of `crates/gcx/migrations/`.
+//! - `rows`: the column lists and one decoder per stored type, over a row of either
+//!   backend; `reads`: the reads whose SQL both backends share, written once.
+//! - `convert`: stored values to the store's types.
+//! - `migrations`: the embedded migration scripts of `crates/gcx/migrations/` and the
+//!   checks of a store's schema before they run.
+//! - `sqlite/`, `postgres/`: one backend each, a file per job (opening, the group
+//!   transaction, triggers, outbox, audit, prune).
 
-mod claimant;
 mod committer;
 mod convert;
 pub mod error;
-mod known_states;
 mod migrations;
+mod model;
 mod plan;
 mod postgres;
+mod reads;
+mod rows;
 mod sqlite;
-mod sqlite_prune;
-mod sqlite_writer;
-mod wal;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::audit::{AuditEvent, AuditRecord, Checkpoint};
+use crate::audit_chain::{AuditRecord, Checkpoint};
 use crate::config::StoreConfig;
 
 pub use committer::CommitStats;
 pub use error::StoreError;
-
-/// Lifecycle of a trigger (PROTOCOL.md section 5, DESIGN.md data flow).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TriggerState {
-    /// Validated and durably stored; not yet acked by the engine.
-    Accepted,
-    /// Acked by the engine; no result yet.
-    Sent,
-    Completed,
-    Failed,
-    /// Refused for good without ever being acked (e.g. 400 from the engine).
-    Rejected,
-}
-
-impl TriggerState {
-    /// Whether the trigger still needs work (resume reloads these).
-    pub fn is_unfinished(self) -> bool {
-        matches!(self, TriggerState::Accepted | TriggerState::Sent)
-    }
-
-    /// The state machine: an unfinished trigger may move to any state except back from
-    /// `sent` to `accepted`; a finished one never moves again.
-    pub fn can_move_to(self, next: TriggerState) -> bool {
-        match self {
-            TriggerState::Accepted => true,
-            TriggerState::Sent => next != TriggerState::Accepted,
-            TriggerState::Completed | TriggerState::Failed | TriggerState::Rejected => false,
-        }
-    }
-
-    /// The stored (and serialized) name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TriggerState::Accepted => "accepted",
-            TriggerState::Sent => "sent",
-            TriggerState::Completed => "completed",
-            TriggerState::Failed => "failed",
-            TriggerState::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<TriggerState> {
-        Some(match name {
-            "accepted" => TriggerState::Accepted,
-            "sent" => TriggerState::Sent,
-            "completed" => TriggerState::Completed,
-            "failed" => TriggerState::Failed,
-            "rejected" => TriggerState::Rejected,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for TriggerState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `value` as the JSON text a write stores. Writes carry JSON as text, serialized once
-/// by whoever builds them: the committer only binds it, and a batch holds a few strings
-/// rather than a tree of small allocations for the committer's thread to free.
-pub fn json_text<T: Serialize + ?Sized>(value: &T) -> Box<RawValue> {
-    // Only a type whose `Serialize` fails (none of ours: plain data with string keys)
-    // could end here; `null` then says so in the row instead of losing the write.
-    serde_json::value::to_raw_value(value).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
-
-/// One change to a trigger inside a [`WriteBatch`].
-#[derive(Debug, Clone)]
-pub enum TriggerWrite {
-    /// Insert as `accepted`, unless the correlationId is already stored (then unchanged;
-    /// the [`CommitReceipt`] says what state it had).
-    Accept {
-        correlation_id: Uuid,
-        action_type: String,
-        /// The validated payload as JSON (re-sent verbatim on resume).
-        payload: Box<RawValue>,
-        at: DateTime<Utc>,
-    },
-    /// Move a stored trigger to `state`.
-    Transition {
-        correlation_id: Uuid,
-        state: TriggerState,
-        /// Sends so far (first send = 1).
-        attempts: u32,
-        at: DateTime<Utc>,
-        /// The result's `output` (completed) ...
-        output: Option<Box<RawValue>>,
-        /// ... or its `error` (failed / rejected).
-        error: Option<Box<RawValue>>,
-    },
-}
-
-/// A webhook to deliver, written in the same transaction as the change it reports.
-#[derive(Debug, Clone)]
-pub struct NewOutboxMessage {
-    /// `webhook-id`: unique per message, the same on every retry (`msg_` + UUID simple).
-    pub message_id: String,
-    /// Which target: `crm` or `qa` (the URL and secret come from configuration).
-    pub endpoint: String,
-    /// Messages with the same key are delivered in insertion order (the correlationId).
-    pub ordering_key: String,
-    /// The JSON body, sent byte for byte as serialized here.
-    pub body: Box<RawValue>,
-}
-
-/// Delivery state of an outbox message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutboxStatus {
-    Pending,
-    Delivered,
-    /// Dead letter: a final 4xx, the schedule exhausted, or a dead predecessor.
-    Dead,
-}
-
-impl OutboxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxStatus::Pending => "pending",
-            OutboxStatus::Delivered => "delivered",
-            OutboxStatus::Dead => "dead",
-        }
-    }
-
-    pub fn parse(name: &str) -> Option<OutboxStatus> {
-        Some(match name {
-            "pending" => OutboxStatus::Pending,
-            "delivered" => OutboxStatus::Delivered,
-            "dead" => OutboxStatus::Dead,
-            _ => return None,
-        })
-    }
-}
-
-/// A stored outbox message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutboxMessage {
-    /// Store-assigned, increasing in insertion order.
-    pub id: i64,
-    pub message_id: String,
-    pub endpoint: String,
-    pub ordering_key: String,
-    pub body: Value,
-    pub created_at: DateTime<Utc>,
-    /// Attempts made so far.
-    pub attempts: u32,
-    pub next_attempt_at: DateTime<Utc>,
-    pub status: OutboxStatus,
-    pub last_error: Option<String>,
-    pub last_status: Option<u16>,
-}
-
-/// Counts for `gcx outbox status` and `/metrics`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct OutboxCounts {
-    pub pending: u64,
-    pub delivered: u64,
-    pub dead: u64,
-}
-
-/// What [`Store::prune`] deleted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pruned {
-    /// Finished triggers (completed, failed, rejected).
-    pub triggers: u64,
-    /// Delivered webhooks.
-    pub webhooks: u64,
-}
+pub(crate) use model::PruneCursor;
+pub use model::{
+    BackendKind, CommitReceipt, EndpointState, FinalOutcome, NewOutboxMessage, OutboxCounts,
+    OutboxMessage, OutboxStatus, Pruned, ReplayFilter, TriggerRow, TriggerState, TriggerWrite,
+    WriteBatch, json_text,
+};
 
 /// The most rows of each kind one store write deletes when pruning, so that the writes of
 /// running triggers go in between.
 const PRUNE_CHUNK: u32 = 2_000;
-
-/// Where a prune has got to in each table's key order (SQLite's rowid and outbox id): the
-/// next chunk looks only after these. PostgreSQL finds the rows through indexes instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PruneCursor {
-    pub triggers: i64,
-    pub webhooks: i64,
-}
-
-impl PruneCursor {
-    const START: PruneCursor = PruneCursor {
-        triggers: i64::MIN,
-        webhooks: i64::MIN,
-    };
-}
-
-/// Which dead letters `replay` puts back.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayFilter {
-    pub id: Option<i64>,
-    pub since: Option<DateTime<Utc>>,
-}
-
-/// A stored trigger.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TriggerRow {
-    pub correlation_id: Uuid,
-    pub action_type: String,
-    pub payload: Value,
-    pub state: TriggerState,
-    pub attempts: u32,
-    pub accepted_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub output: Option<Value>,
-    pub error: Option<Value>,
-}
-
-/// Everything one caller commits atomically.
-#[derive(Debug, Clone, Default)]
-pub struct WriteBatch {
-    pub triggers: Vec<TriggerWrite>,
-    pub outbox: Vec<NewOutboxMessage>,
-    pub audit: Vec<AuditEvent>,
-}
-
-/// What a commit reports back.
-#[derive(Debug, Clone, Default)]
-pub struct CommitReceipt {
-    /// One entry per `TriggerWrite::Accept`, in order: `None` if newly accepted, else the
-    /// state the correlationId already had.
-    pub existing: Vec<Option<TriggerState>>,
-}
-
-/// Whether an endpoint is disabled (after a 410) and why.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct EndpointState {
-    pub disabled: bool,
-    pub reason: Option<String>,
-}
-
-/// Which database a [`Store`] uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackendKind {
-    Sqlite,
-    Postgres,
-}
-
-/// A final audit step as the metrics need it (see [`crate::audit::report`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FinalOutcome {
-    pub action_type: String,
-    /// `completed`, `failed` or `rejected`.
-    pub status: String,
-    pub latency_ms: f64,
-}
 
 /// The backend behind a [`Store`]: one enum, two pools (no `sqlx::Any`).
 #[derive(Clone)]
@@ -368,7 +126,7 @@ impl Store {
                 postgres::PgBackend::open(
                     url.expose(),
                     false,
-                    claimant::Claimant::for_folder(&config.data_dir),
+                    postgres::Claimant::for_folder(&config.data_dir),
                 )
                 .await?,
             )),
@@ -376,7 +134,7 @@ impl Store {
                 sqlite::SqliteBackend::open(&config.data_dir, false).await?,
             )),
         };
-        let keys = crate::audit::AuditKeys::load_or_generate(&config.data_dir)?;
+        let keys = crate::audit_chain::AuditKeys::load_or_generate(&config.data_dir)?;
         let context = committer::GroupContext {
             keys,
             checkpoint_every: config.audit_checkpoint_every,
@@ -405,7 +163,7 @@ impl Store {
                 postgres::PgBackend::open(
                     url.expose(),
                     true,
-                    claimant::Claimant::of_this_process(),
+                    postgres::Claimant::of_this_process(),
                 )
                 .await?,
             )),
@@ -477,14 +235,14 @@ impl Store {
     }
 
     pub async fn trigger(&self, correlation_id: Uuid) -> Result<Option<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.trigger(correlation_id).await)
+        on_backend!(&self.inner.backend, b => reads::trigger(&**b, correlation_id).await)
     }
 
     /// Every trigger left `accepted` or `sent`: the `sent` ones first (the engine may
     /// still be running them, PROTOCOL.md 3.6, and their re-sends must hold slots before
     /// anything new takes one), each group oldest first.
     pub async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.unfinished_triggers().await)
+        on_backend!(&self.inner.backend, b => reads::unfinished_triggers(&**b).await)
     }
 
     /// Pending messages for `endpoint` due at `now`, oldest first, at most `limit`; only
@@ -501,7 +259,10 @@ impl Store {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.due_outbox(endpoint, now, limit).await)
+        match &self.inner.backend {
+            Backend::Sqlite(b) => reads::due_outbox(&**b, endpoint, now, limit).await,
+            Backend::Postgres(b) => b.due_outbox(endpoint, now, limit).await,
+        }
     }
 
     /// A number that changes whenever anything was committed to the store since it was
@@ -548,13 +309,13 @@ impl Store {
         error: &str,
         status: Option<u16>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Retry {
+        self.submit(committer::Work::Retry(committer::Retry {
             id,
             attempts,
             next_attempt_at,
             error: error.to_string(),
             status,
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -570,12 +331,12 @@ impl Store {
         reason: &str,
         status: Option<u16>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Dead {
+        self.submit(committer::Work::Dead(committer::Dead {
             id,
             attempts,
             reason: reason.to_string(),
             status,
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -590,7 +351,7 @@ impl Store {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.outbox_list(status, limit).await)
+        on_backend!(&self.inner.backend, b => reads::outbox_list(&**b, status, limit).await)
     }
 
     /// The message with this `webhook-id`, if stored.
@@ -598,7 +359,7 @@ impl Store {
         &self,
         message_id: &str,
     ) -> Result<Option<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.outbox_message(message_id).await)
+        on_backend!(&self.inner.backend, b => reads::outbox_message(&**b, message_id).await)
     }
 
     /// Puts matching dead letters back to pending (attempts 0, due now); returns how many.
@@ -620,11 +381,11 @@ impl Store {
         let mut total = Pruned::default();
         let mut after = PruneCursor::START;
         loop {
-            let work = committer::Work::Prune {
+            let work = committer::Work::Prune(committer::PruneChunk {
                 before,
                 limit: PRUNE_CHUNK,
                 after,
-            };
+            });
             let (chunk, next) = match self.submit(work).await? {
                 committer::Done::Pruned(chunk, next) => (chunk, next),
                 _ => (Pruned::default(), after),
@@ -652,7 +413,7 @@ impl Store {
     }
 
     pub async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState, StoreError> {
-        on_backend!(&self.inner.backend, b => b.endpoint_state(endpoint).await)
+        on_backend!(&self.inner.backend, b => reads::endpoint_state(&**b, endpoint).await)
     }
 
     pub async fn set_endpoint_disabled(
@@ -661,11 +422,11 @@ impl Store {
         disabled: bool,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.submit(committer::Work::Endpoint {
+        self.submit(committer::Work::Endpoint(committer::EndpointChange {
             name: endpoint.to_string(),
             disabled,
             reason: reason.map(str::to_string),
-        })
+        }))
         .await
         .map(|_| ())
     }
@@ -676,12 +437,12 @@ impl Store {
         from_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_records(from_seq.unwrap_or(0), limit).await)
+        on_backend!(&self.inner.backend, b => reads::audit_records(&**b, from_seq.unwrap_or(0), limit).await)
     }
 
     /// Every stored audit checkpoint, by seq.
     pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_checkpoints().await)
+        on_backend!(&self.inner.backend, b => reads::audit_checkpoints(&**b).await)
     }
 
     /// Final audit steps (`completed`, `failed`, `rejected`) whose `ended_at` lies in
@@ -691,7 +452,7 @@ impl Store {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<FinalOutcome>, StoreError> {
-        on_backend!(&self.inner.backend, b => b.audit_final_outcomes(since, until).await)
+        on_backend!(&self.inner.backend, b => reads::audit_final_outcomes(&**b, since, until).await)
     }
 }
 

@@ -13,8 +13,8 @@ use super::committer::{Done, Work};
 use serde_json::value::RawValue;
 
 use super::{CommitReceipt, NewOutboxMessage, StoreError, TriggerState, TriggerWrite, WriteBatch};
-use crate::audit::AuditEvent;
-use crate::audit::chain::truncate_to_micros;
+use crate::audit_chain::AuditEvent;
+use crate::audit_chain::hash::truncate_to_micros;
 
 /// The rows one group writes, and the answers known before writing.
 #[derive(Debug, Default)]

@@ -208,7 +208,7 @@ pub fn event(correlation_id: &str, status: &str, latency_ms: f64) -> AuditEvent 
         },
         error: None,
         retries: 0,
-        instance: gcx::audit::instance_id(),
+        instance: gcx::instance::id(),
     }
 }
 

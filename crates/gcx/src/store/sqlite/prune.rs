@@ -1,4 +1,4 @@
-//! One chunk of [`super::Store::prune`] on the SQLite committer's connection.
+//! One chunk of [`crate::store::Store::prune`] on the SQLite committer's connection.
 //!
 //! SQLite needs no index for this: triggers and outbox rows go in by time, so each
 //! table's key order (rowid, outbox id) is nearly its time order. A chunk finds by
@@ -12,7 +12,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{PruneCursor, Pruned};
+use crate::store::{PruneCursor, Pruned};
 
 /// A table's statements: the key range, the first row at or after a key, and the delete
 /// of eligible rows after `?1` and below `?2`, older than `?3`, at most `?4`.

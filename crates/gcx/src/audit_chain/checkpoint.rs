@@ -24,7 +24,7 @@ pub struct Checkpoint {
     /// Which public key verifies it ([`keys::key_id`]).
     pub key_id: String,
     /// When it was signed (informational; not covered by the signature).
-    #[serde(with = "super::chain::timestamp")]
+    #[serde(with = "super::hash::timestamp")]
     pub signed_at: DateTime<Utc>,
 }
 
@@ -41,7 +41,7 @@ impl Checkpoint {
             hash: hash.to_string(),
             signature: hex::encode(signature.to_bytes()),
             key_id: keys.key_id().to_string(),
-            signed_at: super::chain::truncate_to_micros(signed_at),
+            signed_at: super::hash::truncate_to_micros(signed_at),
         }
     }
 

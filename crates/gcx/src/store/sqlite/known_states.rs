@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use uuid::Uuid;
 
-use super::TriggerState;
+use crate::store::TriggerState;
 
 /// The most states kept (a few MiB); beyond it everything is forgotten.
 const CAP: usize = 200_000;

@@ -2,7 +2,7 @@
 //!
 //! A lease outlives the process that took it: when gcx dies mid-delivery (kill -9, a
 //! crash, a power cut) its rows, and every later row of their keys, wait for the lease to
-//! end before anyone delivers them ([`super::OUTBOX_LEASE`], 60 s). To spare a restarted
+//! end before anyone delivers them ([`crate::store::OUTBOX_LEASE`], 60 s). To spare a restarted
 //! gcx that wait, the name belongs to the data folder: it is kept in
 //! `<data_dir>/outbox-claimant` and is only used while holding an exclusive lock on that
 //! file. The kernel drops the lock when its holder dies, however it dies, so whoever takes
@@ -50,7 +50,7 @@ impl Claimant {
         Claimant {
             name: format!(
                 "{}:{}",
-                crate::audit::instance_id(),
+                crate::instance::id(),
                 &Uuid::new_v4().simple().to_string()[..8]
             ),
             lock: Mutex::new(None),
