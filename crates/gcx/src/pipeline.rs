@@ -116,10 +116,11 @@ impl Upstream {
     }
 }
 
-/// Creates the store's data folder (and its parents) if missing.
+/// Creates the store's data folder (and its parents) if missing, private to its owner
+/// ([`crate::private_files::create_dir`]).
 pub fn create_data_dir(config: &Config) -> Result<(), PipelineError> {
     let path = &config.store.data_dir;
-    std::fs::create_dir_all(path).map_err(|source| PipelineError::DataDir {
+    crate::private_files::create_dir(path).map_err(|source| PipelineError::DataDir {
         path: path.clone(),
         source,
     })
@@ -280,6 +281,15 @@ mod tests {
         config.store.data_dir = dir.path().join("new").join("data");
         create_data_dir(&config).unwrap();
         assert!(config.store.data_dir.is_dir());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&config.store.data_dir)
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        }
     }
 
     #[tokio::test]

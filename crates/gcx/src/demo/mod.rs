@@ -319,7 +319,7 @@ fn prepare_data_dir(dir: &Path) -> Result<(), DemoError> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(io)
+            crate::private_files::create_dir(dir).map_err(io)
         }
         Err(e) => Err(io(e)),
     }
