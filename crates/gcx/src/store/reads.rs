@@ -105,7 +105,7 @@ where
         &self,
         endpoint: &str,
         now: DateTime<Utc>,
-        n: usize,
+        limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox o \
@@ -114,7 +114,11 @@ where
                AND p.ordering_key = o.ordering_key AND p.status = 'pending' AND p.id < o.id) \
              ORDER BY o.id LIMIT $3"
         );
-        let args = [Arg::Text(Some(endpoint)), Arg::Time(Some(now)), limit(n)];
+        let args = [
+            Arg::Text(Some(endpoint)),
+            Arg::Time(Some(now)),
+            row_limit(limit),
+        ];
         let rows = self.rows(&sql, &args).await?;
         rows.iter()
             .map(|r| rows::outbox(r, &self.location))
@@ -124,13 +128,16 @@ where
     pub(crate) async fn outbox_list(
         &self,
         status: Option<OutboxStatus>,
-        n: usize,
+        limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         let sql = format!(
             "SELECT {OUTBOX_COLUMNS} FROM outbox o WHERE ($1 IS NULL OR o.status = $1) \
              ORDER BY o.id LIMIT $2"
         );
-        let args = [Arg::Text(status.map(OutboxStatus::as_str)), limit(n)];
+        let args = [
+            Arg::Text(status.map(OutboxStatus::as_str)),
+            row_limit(limit),
+        ];
         let rows = self.rows(&sql, &args).await?;
         rows.iter()
             .map(|r| rows::outbox(r, &self.location))
@@ -149,12 +156,12 @@ where
     pub(crate) async fn audit_records(
         &self,
         from_seq: u64,
-        n: usize,
+        limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
             "SELECT {AUDIT_COLUMNS} FROM audit_records WHERE seq >= $1 ORDER BY seq LIMIT $2"
         );
-        let args = [Arg::Int(convert::i64_of(from_seq)), limit(n)];
+        let args = [Arg::Int(convert::i64_of(from_seq)), row_limit(limit)];
         let rows = self.rows(&sql, &args).await?;
         rows.iter()
             .map(|r| rows::audit_record(r, &self.location))
@@ -189,6 +196,6 @@ where
 }
 
 /// `n` as a statement's `LIMIT`.
-fn limit(n: usize) -> Arg<'static> {
+fn row_limit(n: usize) -> Arg<'static> {
     Arg::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
