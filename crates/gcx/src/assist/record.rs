@@ -246,9 +246,6 @@ impl Recorder {
     }
 }
 
-/// The instance name for audit records: `hostname:pid` ([`crate::instance::id`]).
-pub use crate::instance::id as default_instance;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -230,10 +230,8 @@ impl Handle {
 ///
 /// The SQLite committer gets a thread with its own single-threaded runtime: it writes
 /// synchronously on its `rusqlite` connection (`sqlite::writer`), which blocks the thread
-/// for the length of each group, so it must not be a worker of the shared runtime. (When
-/// it still wrote through sqlx, the thread alone gained 10 % in `dispatch`: every hop back
-/// from sqlx's worker thread had queued behind the dispatcher's and the sandbox's tasks.)
-/// PostgreSQL connections do socket I/O registered with the runtime that opened them, so
+/// for the length of each group, so it must not be a worker of the shared runtime, and
+/// its wake-ups never queue behind the other tasks of that runtime. PostgreSQL connections do socket I/O registered with the runtime that opened them, so
 /// that committer stays a task there.
 fn spawn(committer: Committer, rx: mpsc::Receiver<Message>) -> Result<(), StoreError> {
     if !matches!(committer.backend, Backend::Sqlite(_)) {

@@ -235,14 +235,14 @@ impl Store {
     }
 
     pub async fn trigger(&self, correlation_id: Uuid) -> Result<Option<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::trigger(&**b, correlation_id).await)
+        on_backend!(&self.inner.backend, b => b.read.trigger(correlation_id).await)
     }
 
     /// Every trigger left `accepted` or `sent`: the `sent` ones first (the engine may
     /// still be running them, PROTOCOL.md 3.6, and their re-sends must hold slots before
     /// anything new takes one), each group oldest first.
     pub async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::unfinished_triggers(&**b).await)
+        on_backend!(&self.inner.backend, b => b.read.unfinished_triggers().await)
     }
 
     /// Pending messages for `endpoint` due at `now`, oldest first, at most `limit`; only
@@ -260,7 +260,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         match &self.inner.backend {
-            Backend::Sqlite(b) => reads::due_outbox(&**b, endpoint, now, limit).await,
+            Backend::Sqlite(b) => b.read.due_outbox(endpoint, now, limit).await,
             Backend::Postgres(b) => b.due_outbox(endpoint, now, limit).await,
         }
     }
@@ -351,7 +351,7 @@ impl Store {
         status: Option<OutboxStatus>,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::outbox_list(&**b, status, limit).await)
+        on_backend!(&self.inner.backend, b => b.read.outbox_list(status, limit).await)
     }
 
     /// The message with this `webhook-id`, if stored.
@@ -359,7 +359,7 @@ impl Store {
         &self,
         message_id: &str,
     ) -> Result<Option<OutboxMessage>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::outbox_message(&**b, message_id).await)
+        on_backend!(&self.inner.backend, b => b.read.outbox_message(message_id).await)
     }
 
     /// Puts matching dead letters back to pending (attempts 0, due now); returns how many.
@@ -413,7 +413,7 @@ impl Store {
     }
 
     pub async fn endpoint_state(&self, endpoint: &str) -> Result<EndpointState, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::endpoint_state(&**b, endpoint).await)
+        on_backend!(&self.inner.backend, b => b.read.endpoint_state(endpoint).await)
     }
 
     pub async fn set_endpoint_disabled(
@@ -437,12 +437,12 @@ impl Store {
         from_seq: Option<u64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::audit_records(&**b, from_seq.unwrap_or(0), limit).await)
+        on_backend!(&self.inner.backend, b => b.read.audit_records(from_seq.unwrap_or(0), limit).await)
     }
 
     /// Every stored audit checkpoint, by seq.
     pub async fn audit_checkpoints(&self) -> Result<Vec<Checkpoint>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::audit_checkpoints(&**b).await)
+        on_backend!(&self.inner.backend, b => b.read.audit_checkpoints().await)
     }
 
     /// Final audit steps (`completed`, `failed`, `rejected`) whose `ended_at` lies in
@@ -452,11 +452,11 @@ impl Store {
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<FinalOutcome>, StoreError> {
-        on_backend!(&self.inner.backend, b => reads::audit_final_outcomes(&**b, since, until).await)
+        on_backend!(&self.inner.backend, b => b.read.audit_final_outcomes(since, until).await)
     }
 }
 
 /// How long a PostgreSQL instance holds the outbox rows [`Store::due_outbox`] gave it
 /// before another instance may take them over (when it died mid-delivery). A gcx
-/// restarted on the dead one's data folder takes them back at once (`claimant.rs`).
+/// restarted on the dead one's data folder takes them back at once (`postgres/claimant.rs`).
 pub const OUTBOX_LEASE: std::time::Duration = std::time::Duration::from_secs(60);

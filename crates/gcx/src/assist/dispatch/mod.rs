@@ -125,7 +125,7 @@ impl DispatcherConfig {
                 crm: config.crm.url.is_some(),
                 catalogue_version: catalogue_version.into(),
                 store_parameters: config.store.audit_store_parameters,
-                instance: super::record::default_instance(),
+                instance: crate::instance::id(),
             },
             outbox_notify: None,
         }

@@ -32,7 +32,7 @@ pub(crate) struct Claimant {
 impl Claimant {
     /// The data folder's name when its lock is free, else a name of this process alone
     /// (also when the folder cannot hold the file: leases then wait out their time after
-    /// a crash, as they always did).
+    /// a crash).
     pub(crate) fn for_folder(data_dir: &Path) -> Claimant {
         match Self::folder_name(data_dir) {
             Ok(Some(claimant)) => claimant,

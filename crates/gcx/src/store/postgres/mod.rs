@@ -16,7 +16,7 @@
 //!
 //! # Layout
 //! - `open`: the schema checks before migrations or reads.
-//! - this module: the pool, a group's transaction, and reads (as [`ReadPool`]).
+//! - this module: the pool, a group's transaction, and how reads bind and decode.
 //! - `triggers`, `outbox` (with the outbox reads that lease), `audit`, `prune`: the
 //!   statements of each table's writes.
 //! - `claimant`: the name outbox leases are taken under.
@@ -40,7 +40,7 @@ use crate::store::committer::{Done, GroupContext, Work};
 use crate::store::error::{db_error, redact_url, url_password};
 use crate::store::migrations::Scripts;
 use crate::store::plan::{self, UpdateStep, now_micros};
-use crate::store::reads::{self, Arg, ReadPool};
+use crate::store::reads::{Arg, BindArg, Reads};
 use crate::store::rows::Columns;
 use crate::store::{StoreError, convert};
 
@@ -48,6 +48,8 @@ pub(crate) use claimant::Claimant;
 
 pub(crate) struct PgBackend {
     pool: PgPool,
+    /// The shared reads, on the same pool.
+    pub(super) read: Reads<Postgres>,
     /// The URL without password, as shown in messages.
     location: String,
     /// The name this store handle leases outbox rows under (see [`Claimant`]).
@@ -98,6 +100,7 @@ impl PgBackend {
             Scripts::Postgres.run(&location, &pool).await?;
         }
         Ok(PgBackend {
+            read: Reads::new(pool.clone(), &location),
             pool,
             location,
             claimant,
@@ -187,32 +190,18 @@ impl PgBackend {
     }
 }
 
-impl ReadPool for PgBackend {
-    type Row = PgRow;
-
-    fn location(&self) -> &str {
-        &self.location
-    }
-
-    async fn rows<'a>(
-        &'a self,
-        sql: &'a str,
-        args: &'a [Arg<'a>],
-    ) -> Result<Vec<PgRow>, StoreError> {
-        reads::fetch(&self.pool, &self.location, sql, args, bind).await
-    }
-}
-
-/// Binds `arg` as the PostgreSQL type of its kind.
-fn bind<'q>(
-    query: Query<'q, Postgres, PgArguments>,
-    arg: Arg<'q>,
-) -> Query<'q, Postgres, PgArguments> {
-    match arg {
-        Arg::Text(v) => query.bind(v),
-        Arg::Int(v) => query.bind(v),
-        Arg::Time(v) => query.bind(v),
-        Arg::Uuid(v) => query.bind(v),
+/// PostgreSQL binds every kind as its own type.
+impl BindArg for Postgres {
+    fn bind_arg<'q>(
+        query: Query<'q, Postgres, PgArguments>,
+        arg: Arg<'q>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        match arg {
+            Arg::Text(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+            Arg::Time(v) => query.bind(v),
+            Arg::Uuid(v) => query.bind(v),
+        }
     }
 }
 

@@ -11,7 +11,6 @@ use super::{PgBackend, column};
 use crate::audit_chain::hash::truncate_to_micros;
 use crate::store::committer::{Dead, Done, EndpointChange, Retry};
 use crate::store::plan::DeliveredRow;
-use crate::store::reads::{self, ReadPool};
 use crate::store::rows::{CommonColumns, OUTBOX_COLUMNS, outbox};
 use crate::store::{
     NewOutboxMessage, OUTBOX_LEASE, OutboxCounts, OutboxMessage, OutboxStatus, ReplayFilter,
@@ -31,7 +30,7 @@ impl PgBackend {
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
         if self.read_only {
-            return reads::due_outbox(self, endpoint, now, limit).await;
+            return self.read.due_outbox(endpoint, now, limit).await;
         }
         let lease = chrono::Duration::from_std(OUTBOX_LEASE).unwrap_or(chrono::Duration::MAX);
         let mut tx = self.pool.begin().await.map_err(self.db())?;
@@ -102,6 +101,7 @@ impl PgBackend {
     /// See [`crate::store::Store::outbox_counts`].
     pub(crate) async fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
         let rows = self
+            .read
             .rows("SELECT status, COUNT(*) FROM outbox GROUP BY status", &[])
             .await?;
         let l = &self.location;

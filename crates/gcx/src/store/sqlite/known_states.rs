@@ -5,8 +5,8 @@
 //! `PRAGMA data_version`, read inside the write transaction (so nobody can commit until
 //! it ends), changes exactly when another connection committed. A different version, a
 //! failed write or a cap overflow forgets everything, and the group reads the states back
-//! as it always could. Finished triggers are forgotten at once: they never move again,
-//! and a write naming one reads it back and is refused as before.
+//! from the file. Finished triggers are forgotten at once: they never move again, and a
+//! write naming one reads it back from the file and is refused.
 
 use std::collections::HashMap;
 

@@ -30,8 +30,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::query::Query;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite};
 use uuid::Uuid;
@@ -41,7 +41,7 @@ use crate::store::committer::{Done, GroupContext, Work};
 use crate::store::convert::{self, decode_error, from_micros, micros};
 use crate::store::error::{db_error, sqlite_error};
 use crate::store::migrations::Scripts;
-use crate::store::reads::{self, Arg, ReadPool};
+use crate::store::reads::{Arg, BindArg, Reads};
 use crate::store::rows::{Columns, CommonColumns};
 use open::open_error;
 use writer::Writer;
@@ -56,7 +56,7 @@ pub(crate) struct SqliteBackend {
     /// The committer's connection; `None` when opened read-only, `Some(None)` once closed.
     write: Option<parking_lot::Mutex<Option<Writer>>>,
     /// Read-only connections for every query.
-    read: SqlitePool,
+    pub(super) read: Reads<Sqlite>,
     /// A read-only connection kept for `PRAGMA data_version` alone: its value changes
     /// exactly when another connection (this process's committer included) committed, so
     /// a loop waiting on the store tells "nothing changed" without a query; `None` once
@@ -123,7 +123,7 @@ impl SqliteBackend {
         .map_err(|e| sqlite_error(&location, e))?;
         Ok(SqliteBackend {
             write,
-            read,
+            read: Reads::new(read, &location),
             changes: parking_lot::Mutex::new(Some(changes)),
             location,
         })
@@ -148,7 +148,7 @@ impl SqliteBackend {
             drop(write.lock().take());
         }
         drop(self.changes.lock().take());
-        self.read.close().await;
+        self.read.pool().close().await;
     }
 
     /// Writes one group in one transaction on the committer's connection (see
@@ -171,33 +171,18 @@ impl SqliteBackend {
     }
 }
 
-impl ReadPool for SqliteBackend {
-    type Row = SqliteRow;
-
-    fn location(&self) -> &str {
-        &self.location
-    }
-
-    async fn rows<'a>(
-        &'a self,
-        sql: &'a str,
-        args: &'a [Arg<'a>],
-    ) -> Result<Vec<SqliteRow>, StoreError> {
-        reads::fetch(&self.read, &self.location, sql, args, bind).await
-    }
-}
-
-/// Binds `arg` as SQLite stores it: a time as microseconds since the Unix epoch, a UUID
-/// as its text.
-fn bind<'q>(
-    query: Query<'q, Sqlite, SqliteArguments<'q>>,
-    arg: Arg<'q>,
-) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    match arg {
-        Arg::Text(v) => query.bind(v),
-        Arg::Int(v) => query.bind(v),
-        Arg::Time(v) => query.bind(v.map(micros)),
-        Arg::Uuid(v) => query.bind(v.to_string()),
+/// SQLite keeps a time as microseconds since the Unix epoch and a UUID as its text.
+impl BindArg for Sqlite {
+    fn bind_arg<'q>(
+        query: Query<'q, Sqlite, SqliteArguments<'q>>,
+        arg: Arg<'q>,
+    ) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+        match arg {
+            Arg::Text(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+            Arg::Time(v) => query.bind(v.map(micros)),
+            Arg::Uuid(v) => query.bind(v.to_string()),
+        }
     }
 }
 

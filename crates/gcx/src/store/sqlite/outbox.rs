@@ -11,7 +11,7 @@ use super::writer::{Answer, Writer};
 use crate::store::committer::{Dead, Done, EndpointChange, Retry};
 use crate::store::convert::{self, micros};
 use crate::store::plan::DeliveredRow;
-use crate::store::reads::{Arg, ReadPool};
+use crate::store::reads::Arg;
 use crate::store::rows::{Columns, CommonColumns};
 use crate::store::{NewOutboxMessage, OutboxCounts, ReplayFilter, StoreError};
 
@@ -32,7 +32,7 @@ impl SqliteBackend {
                      AND p.ordering_key = o.ordering_key AND p.status = 'pending' \
                      AND p.id < o.id) \
                    ORDER BY o.next_attempt_at LIMIT 1";
-        let rows = self.rows(sql, &[Arg::Text(Some(endpoint))]).await?;
+        let rows = self.read.rows(sql, &[Arg::Text(Some(endpoint))]).await?;
         rows.first()
             .map(|r| r.time(0, &self.location, "outbox.next_attempt_at"))
             .transpose()
@@ -45,7 +45,7 @@ impl SqliteBackend {
         let sql = "SELECT (SELECT COUNT(*) FROM outbox WHERE status = 'pending'), \
                           (SELECT COUNT(*) FROM outbox WHERE status = 'dead'), \
                           (SELECT COUNT(*) FROM outbox)";
-        let rows = self.rows(sql, &[]).await?;
+        let rows = self.read.rows(sql, &[]).await?;
         let Some(row) = rows.first() else {
             return Ok(OutboxCounts::default());
         };

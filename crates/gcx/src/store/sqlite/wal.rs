@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 
 /// The least time between two checkpoints. A page written several times meanwhile (the
-/// indexes' hot pages, the audit table's last page) is copied once; a busy writer appends
-/// up to a few tens of MiB in it, below the backstop. (A/B, `dispatch`, 3 runs each: 25 ms
-/// 8,803 / 9,582 / 8,156, 100 ms 9,301 / 8,960 / 8,840, 400 ms 9,366 / 8,949 / 9,601
-/// triggers/s; system time fell as the gap grew.)
+/// indexes' hot pages, the audit table's last page) is copied once, so a longer gap costs
+/// less system time per commit; a busy writer appends up to a few tens of MiB in it,
+/// below the backstop.
 pub(crate) const GAP: Duration = Duration::from_millis(100);
 
 /// The writer's own auto-checkpoint, in pages: 64 MiB at the 4 KiB page size.

@@ -1,11 +1,11 @@
-//! The SQLite committer's own connection and every statement that writes the file.
+//! The SQLite committer's own connection and the transaction of each group; the
+//! statements it runs are in `triggers`, `outbox`, `audit` and `prune`.
 //!
 //! It is a plain `rusqlite` connection, driven synchronously on the committer's thread
-//! (see `committer::spawn`), not an sqlx one: sqlx runs each SQLite statement on a
-//! worker thread of its own and hands rows back through channels, and a group of a few
-//! hundred triggers paid those hops, a multi-row `VALUES` statement rebuilt and parsed per
-//! chunk, and a statement journal for every such statement, on the one path that every
-//! write takes. Here each row is one step of a cached prepared statement.
+//! (see `committer::spawn`), not an sqlx one: sqlx runs each SQLite statement on a worker
+//! thread of its own and hands rows back through channels, a hop per statement on the one
+//! path that every write takes. Here each row is one step of a cached prepared statement,
+//! with no multi-row statement to build and parse and no statement journal for it.
 //!
 //! One `BEGIN IMMEDIATE` transaction per group. Dropping the writer closes the file.
 
@@ -33,8 +33,8 @@ pub(super) type Answer = Result<Done, StoreError>;
 type GroupWritten = (Vec<Answer>, Vec<(Uuid, TriggerState)>);
 
 /// The write connection's page cache, in KiB (SQLite's default is 2 MiB). A group
-/// touches pages all over the trigger and outbox indexes; with the default the
-/// transaction spilled dirty pages to the WAL before its commit and read them back.
+/// touches pages all over the trigger and outbox indexes; with the default a transaction
+/// spills dirty pages to the WAL before its commit and reads them back.
 const CACHE_KIB: i64 = 32 * 1024;
 
 /// Prepared statements kept per connection (every statement below, with room).
