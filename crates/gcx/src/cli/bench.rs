@@ -12,6 +12,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 use super::GlobalArgs;
+use super::OutputFormat;
 use crate::bench::table::{self, Row};
 use crate::bench::{BENCHES, BenchContext, Outcome};
 use crate::config::Config;
@@ -111,12 +112,6 @@ impl SoakArgs {
             ..Settings::default()
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
 }
 
 /// `--output json`.

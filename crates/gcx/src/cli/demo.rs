@@ -12,6 +12,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::GlobalArgs;
+use super::OutputFormat;
 use crate::config::Config;
 use crate::demo::{DemoOptions, DemoProgress, Phase};
 
@@ -45,12 +46,6 @@ pub struct Args {
     /// No progress display, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
 }
 
 pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Result<ExitCode> {

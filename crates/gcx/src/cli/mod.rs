@@ -21,6 +21,13 @@ mod simulate;
 mod trigger;
 mod validate;
 
+/// How a subcommand prints its summary (`--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
 /// gcx: Genesys Cloud Agent Assist trigger service and agent desktop event simulator.
 #[derive(Debug, Parser)]
 #[command(name = "gcx", version, about, propagate_version = true)]

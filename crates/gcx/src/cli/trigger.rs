@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::GlobalArgs;
+use super::OutputFormat;
 use crate::assist::batch::{BatchOutcomes, dispatch_batch};
 use crate::assist::dispatch::Outcome;
 use crate::assist::intake::{self, IntakeOptions};
@@ -59,12 +60,6 @@ pub struct Args {
     /// No progress bar, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
 }
 
 pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow::Result<ExitCode> {
