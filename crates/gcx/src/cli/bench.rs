@@ -11,8 +11,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use super::GlobalArgs;
-use super::OutputFormat;
+use super::{GlobalArgs, OutputFormat};
 use crate::bench::table::{self, Row};
 use crate::bench::{BENCHES, BenchContext, Outcome};
 use crate::config::Config;

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::GlobalArgs;
-use super::OutputFormat;
+use super::{GlobalArgs, OutputFormat};
 use crate::config::Config;
 use crate::demo::{DemoOptions, DemoProgress, Phase};
 

@@ -17,8 +17,7 @@ use gcx_protocol::{ActionTriggerPayload, Violation};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::GlobalArgs;
-use super::OutputFormat;
+use super::{GlobalArgs, OutputFormat};
 use crate::assist::batch::{BatchOutcomes, dispatch_batch};
 use crate::assist::dispatch::Outcome;
 use crate::assist::intake::{self, IntakeOptions};
