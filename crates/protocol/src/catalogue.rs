@@ -6,6 +6,9 @@
 //! The file format is documented at the top of `catalogue/default.toml`. Loading checks
 //! the whole file and reports *every* problem, each naming its place
 //! (`actions[2].parameters[0] (text): ...`), so an operator fixes a file in one pass.
+//!
+//! One room, although long: the file's schema and its checks name the same places, so
+//! every error can point into the file the operator wrote.
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -6,6 +6,9 @@
 //! are missing, in the order of section 3.4. Inside `parameterMatrix` and
 //! `executionContext` the same rule holds: present keys in document order, then the missing
 //! required ones, then dependency (`one_of`) rules.
+//!
+//! One room, although long: the order of violations above is one walk over the payload,
+//! and splitting the walk would split the rule that orders them.
 
 use std::collections::BTreeMap;
 

@@ -15,6 +15,10 @@
 //! **Invariant:** a connection's send link is cleared *before* its `Disconnected` event
 //! is emitted, so a frame [`AssistStream::send_text`] accepted for epoch `e` is always
 //! followed, in the events, by that frame's answer or by `Disconnected { epoch: e }`.
+//!
+//! One room, although long: the supervisor, the reader and the watchdog all act on the
+//! same connection epoch and send link, and the invariant below holds only while one file
+//! owns every change to them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -13,6 +13,11 @@
 //!   pending row, and a row leaves `pending` only once its outcome is recorded.
 //! - At least once: a row leaves `pending` only after a 2xx (or a dead letter). A crash
 //!   between the answer and the record re-sends it, with the same `webhook-id`.
+//!
+//! One room, although long: the loop, its fetch in the background and its attempts in
+//! flight share one endpoint's state (breaker, exhausted flag, in-flight set), and the
+//! invariants above are about how those three interleave. The pure decisions live in
+//! `schedule.rs` and `breaker.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;

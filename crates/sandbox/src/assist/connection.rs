@@ -2,6 +2,10 @@
 //! answers each client message (3.2) and the connection's timers: heartbeats, token
 //! expiry, maintenance `closing`, fault-driven drops, live fault changes. Every frame out
 //! goes through the connection's [`Outbox`] and its one writer task.
+//!
+//! One room, although long: every timer and every client message acts on the one
+//! connection's state inside one `select!` loop; admission, execution and the outbox are
+//! their own files.
 
 use std::sync::Arc;
 use std::time::Duration;

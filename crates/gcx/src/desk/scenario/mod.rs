@@ -1,6 +1,10 @@
 //! The scenario: what a simulation runs, from a TOML file, from flags, or both (flags
 //! win). Every error names the file, the line and the field, and says what is accepted,
 //! before any event is sent. The file format is documented in `examples/scenarios/`.
+//!
+//! One room, although long: the file's schema, the flags that override it and the located
+//! checks share one set of field names and source positions; the ranges live in
+//! `bounds.rs` and the tests in `tests.rs`.
 
 pub mod bounds;
 mod error;
