@@ -6,8 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use gcx::cli::GlobalArgs;
-use gcx::config::{endpoints, load_from, show};
+use gcx::config::{Overrides, endpoints, load_from, show};
 use gcx_fuzz::scratch_file;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -31,11 +30,11 @@ fn redacted(value: &Value) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let path = scratch_file("gcx.toml", data);
-    let args = GlobalArgs {
-        config: Some(path),
-        ..GlobalArgs::default()
+    let overrides = Overrides {
+        config_path: Some(path),
+        ..Overrides::default()
     };
-    match load_from(&args, &BTreeMap::new(), None) {
+    match load_from(&overrides, &BTreeMap::new(), None) {
         Ok(loaded) => {
             for entry in show::entries(&loaded) {
                 let _ = entry.value_text();
