@@ -25,8 +25,8 @@ const HEADERS: &[&str] = &[
 ];
 
 /// Folders (under `src/`) allowed to hold them: the outbox worker, the one sender. The
-/// audit chain signs with Ed25519 and hashes with SHA-256 (`audit/keys.rs`,
-/// `audit/chain.rs`), which none of the patterns match: it needs no entry here.
+/// audit chain signs with Ed25519 and hashes with SHA-256 (`audit_chain/keys.rs`,
+/// `audit_chain/hash.rs`), which none of the patterns match: it needs no entry here.
 const ALLOWED: &[&str] = &["delivery/"];
 
 fn src() -> PathBuf {
