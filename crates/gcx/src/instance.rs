@@ -8,7 +8,7 @@ pub fn id() -> String {
 
 /// The kernel's host name, else `HOSTNAME` or `COMPUTERNAME` from the environment, else
 /// `localhost`: the first of them that is not empty.
-fn hostname() -> String {
+pub fn hostname() -> String {
     let from_kernel = || {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()

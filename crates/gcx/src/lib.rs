@@ -39,6 +39,7 @@ pub mod auth;
 pub mod bench;
 pub mod bounded_read;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod demo;

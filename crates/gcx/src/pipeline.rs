@@ -157,6 +157,37 @@ impl Pipeline {
         upstream: &Upstream,
         options: PipelineOptions,
     ) -> Result<Pipeline, StartError> {
+        let Parts {
+            store,
+            delivery,
+            dispatch,
+        } = Parts::open(config, upstream, options).await?;
+        let dispatcher =
+            Dispatcher::start(dispatch, store.clone(), upstream.tokens.clone()).await?;
+        Ok(Pipeline {
+            store,
+            dispatcher,
+            delivery,
+        })
+    }
+}
+
+/// The dispatch side before its dispatcher: the store, the delivery worker (if asked)
+/// and the dispatcher's settings, woken delivery included. A cluster member
+/// (`cluster/`) starts a dispatcher from them each time it is elected.
+pub struct Parts {
+    pub store: Store,
+    pub delivery: DeliveryCell,
+    pub dispatch: DispatcherConfig,
+}
+
+impl Parts {
+    /// Opens the store and starts the delivery worker (if asked).
+    pub async fn open(
+        config: &Config,
+        upstream: &Upstream,
+        options: PipelineOptions,
+    ) -> Result<Parts, StartError> {
         let store = Store::open(&config.store).await?;
         let mut dispatch = DispatcherConfig::from_config(
             config,
@@ -173,12 +204,10 @@ impl Pipeline {
         } else {
             DeliveryCell::default()
         };
-        let dispatcher =
-            Dispatcher::start(dispatch, store.clone(), upstream.tokens.clone()).await?;
-        Ok(Pipeline {
+        Ok(Parts {
             store,
-            dispatcher,
             delivery,
+            dispatch,
         })
     }
 }

@@ -181,6 +181,7 @@ async fn many_concurrent_callers_share_transactions(t: TestStore) {
                         triggers: vec![accept(id)],
                         outbox: vec![message(&id.to_string(), i)],
                         audit: vec![store_support::event(&id.to_string(), "accepted", 0.0)],
+                        ..WriteBatch::default()
                     })
                     .await
                     .unwrap();
@@ -247,6 +248,7 @@ async fn a_bad_batch_does_not_fail_its_neighbours(t: TestStore) {
                     triggers: vec![accept(id)],
                     outbox: vec![msg],
                     audit: vec![store_support::event(&id.to_string(), "accepted", 0.0)],
+                    ..WriteBatch::default()
                 })
                 .await;
             (id, result)
@@ -293,6 +295,7 @@ async fn outbox_rows_commit_with_their_trigger_or_not_at_all(t: TestStore) {
             ],
             outbox: vec![message(&key, 1)],
             audit: vec![store_support::event(&key, "completed", 5.0)],
+            ..WriteBatch::default()
         })
         .await
         .unwrap_err();
@@ -308,6 +311,7 @@ async fn outbox_rows_commit_with_their_trigger_or_not_at_all(t: TestStore) {
             triggers: vec![accept(id), transition(id, TriggerState::Sent, 1)],
             outbox: vec![sent.clone()],
             audit: vec![store_support::event(&key, "sent", 1.0)],
+            ..WriteBatch::default()
         },
     )
     .await;
@@ -685,6 +689,7 @@ async fn everything_survives_a_reopen(t: TestStore) {
             audit: (0..25)
                 .map(|_| store_support::event(&key, "sent", 3.5))
                 .collect(),
+            ..WriteBatch::default()
         },
     )
     .await;
@@ -765,6 +770,7 @@ async fn prune_deletes_only_what_ended_before_the_cutoff(t: TestStore) {
                 store_support::event(&failed.to_string(), "accepted", 1.0),
                 store_support::event(&failed.to_string(), "failed", 2.0),
             ],
+            ..WriteBatch::default()
         },
     )
     .await;
@@ -925,6 +931,7 @@ async fn crash_child() {
                             triggers: vec![accept(id)],
                             outbox: vec![message(&key, 1)],
                             audit: vec![store_support::event(&key, "accepted", 0.0)],
+                            ..WriteBatch::default()
                         })
                         .await
                         .unwrap();
@@ -1344,6 +1351,7 @@ async fn a_restart_on_the_same_folder_takes_back_its_leases_at_once() {
                 triggers: vec![accept(id)],
                 outbox: vec![message(&id.to_string(), i)],
                 audit: vec![],
+                ..WriteBatch::default()
             })
             .await
             .unwrap();
@@ -1402,6 +1410,7 @@ async fn two_postgres_instances_share_one_chain_and_one_outbox() {
                     triggers: vec![accept(id)],
                     outbox: vec![message(&id.to_string(), i)],
                     audit: vec![store_support::event(&id.to_string(), "accepted", 0.0)],
+                    ..WriteBatch::default()
                 })
                 .await
                 .unwrap();

@@ -112,11 +112,10 @@ pub async fn run(args: Args, global: &GlobalArgs, config: Config) -> anyhow::Res
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let dispatcher = service.dispatcher().clone();
     let halted = tokio::select! {
         _ = term.recv() => None,
         _ = int.recv() => None,
-        reason = dispatcher.halted_wait() => Some(reason),
+        reason = service.halted_wait() => Some(reason),
     };
     match &halted {
         None => tracing::info!("signal received: draining (a second signal exits at once)"),

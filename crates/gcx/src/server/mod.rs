@@ -64,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/triggers", post(routes::triggers::post))
         .route("/v1/triggers/{correlation_id}", get(routes::triggers::get))
         .route("/v1/metrics/audit", get(routes::metrics_audit::get))
+        .route("/v1/cluster", get(routes::cluster::get))
         .route("/v1/outbox", get(routes::outbox::list))
         .route("/v1/outbox/replay", post(routes::outbox::replay))
         // Outermost last: the key check, then the content coding, inflating, reading.

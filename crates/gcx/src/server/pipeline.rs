@@ -1,7 +1,8 @@
 //! What the HTTP API needs from the trigger pipeline behind it, as one small trait: hand
 //! over validated triggers, learn once each is durable, and get a future that resolves
-//! when it is finished; and whether the assist stream is up. [`DispatcherHandle`]
-//! implements it; keeping the seam narrow keeps routes free of dispatcher internals.
+//! when it is finished; and whether the assist stream is up. [`DispatcherHandle`] (one
+//! instance alone on its store) and [`ClusterHandle`] (one of several on PostgreSQL)
+//! implement it; keeping the seam narrow keeps routes free of dispatcher internals.
 
 use std::collections::VecDeque;
 
@@ -10,7 +11,10 @@ use futures_util::future::{BoxFuture, join_all};
 use gcx_protocol::ActionTriggerPayload;
 use thiserror::Error;
 
-use crate::assist::dispatch::{Admission, DispatchError, DispatcherHandle, MAX_CHUNK};
+use crate::assist::dispatch::{
+    Admission, DispatchError, DispatchStats, DispatcherHandle, MAX_CHUNK,
+};
+use crate::cluster::ClusterHandle;
 use crate::store::TriggerState;
 
 /// What became of one submitted trigger.
@@ -52,8 +56,13 @@ pub trait TriggerPipeline: Send + Sync + 'static {
         triggers: Vec<ActionTriggerPayload>,
     ) -> BoxFuture<'_, Result<Vec<Intake>, PipelineError>>;
 
-    /// Whether the assist stream is connected now (one condition of `/readyz`).
+    /// Whether the triggers taken now get dispatched now: this instance's assist stream
+    /// is connected, or, in a cluster, the leader's (one condition of `/readyz`).
     fn stream_connected(&self) -> bool;
+
+    /// This instance's dispatcher's figures, while it has one (a cluster member has one
+    /// only while it leads).
+    fn dispatch_stats(&self) -> Option<DispatchStats>;
 }
 
 impl From<DispatchError> for PipelineError {
@@ -103,5 +112,41 @@ impl TriggerPipeline for DispatcherHandle {
 
     fn stream_connected(&self) -> bool {
         self.connected_epoch().is_some()
+    }
+
+    fn dispatch_stats(&self) -> Option<DispatchStats> {
+        Some(self.stats())
+    }
+}
+
+impl TriggerPipeline for ClusterHandle {
+    fn submit(
+        &self,
+        triggers: Vec<ActionTriggerPayload>,
+    ) -> BoxFuture<'_, Result<Vec<Intake>, PipelineError>> {
+        async move {
+            let taken = ClusterHandle::submit(self, triggers)
+                .await
+                .map_err(|e| PipelineError::Store(e.to_string()))?;
+            Ok(taken
+                .into_iter()
+                .map(|t| Intake {
+                    submitted: match t.existing {
+                        None => Submitted::Accepted,
+                        Some(state) => Submitted::Existing(state),
+                    },
+                    finished: t.finished,
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn stream_connected(&self) -> bool {
+        self.dispatching()
+    }
+
+    fn dispatch_stats(&self) -> Option<DispatchStats> {
+        self.dispatcher().map(|d| d.stats())
     }
 }

@@ -11,6 +11,11 @@
 //!    resume on the next start); the delivery worker gets what is left of the drain time
 //!    for due webhooks (the rest stays in the outbox for the next start);
 //! 5. the store flushes and writes the audit checkpoint (`Store::close`).
+//!
+//! On PostgreSQL the instance is a member of the cluster of every `gcx serve` on that
+//! database (`cluster/`): its triggers go to the dispatch queue and whichever instance
+//! leads dispatches them. Its stop then skips step 2 and, in step 4, leaves the cluster:
+//! if it leads, the actions in flight finish and the lease is handed over at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,12 +27,14 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::api_keys::{ApiKeyError, ApiKeys};
-use super::state::AppState;
+use super::pipeline::TriggerPipeline;
+use super::state::{AppState, ThisInstance};
 use super::{auth_failures, prometheus, retention, run};
-use crate::assist::dispatch::{DispatchError, DispatcherHandle};
+use crate::assist::dispatch::{DispatchError, Dispatcher, DispatcherHandle};
+use crate::cluster::{ClusterError, ClusterHandle, Member};
 use crate::config::Config;
 use crate::delivery::DeliveryError;
-use crate::pipeline::{DeliveryCell, Pipeline, PipelineOptions, StartError, Upstream};
+use crate::pipeline::{DeliveryCell, Parts, PipelineOptions, StartError, Upstream};
 use crate::store::{Store, StoreError};
 
 /// How long open HTTP requests get to finish once the server stops accepting.
@@ -46,6 +53,8 @@ pub enum ServeError {
     Delivery(#[from] DeliveryError),
     #[error("starting the dispatcher failed: {0}")]
     Dispatch(#[from] DispatchError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     #[error("the listener has no local address: {0}")]
     Listener(std::io::Error),
 }
@@ -71,13 +80,47 @@ pub struct ShutdownReport {
     pub store_closed: bool,
 }
 
+/// Who dispatches the triggers an instance takes.
+#[derive(Clone)]
+pub enum Engine {
+    /// Its own dispatcher: alone on its store (SQLite).
+    Alone(DispatcherHandle),
+    /// The cluster's leader, which may be this instance (PostgreSQL).
+    Cluster(ClusterHandle),
+}
+
+impl Engine {
+    /// This instance's dispatcher, while it has one.
+    pub fn dispatcher(&self) -> Option<DispatcherHandle> {
+        match self {
+            Engine::Alone(d) => Some(d.clone()),
+            Engine::Cluster(c) => c.dispatcher(),
+        }
+    }
+
+    /// The cluster membership, on PostgreSQL.
+    pub fn cluster(&self) -> Option<&ClusterHandle> {
+        match self {
+            Engine::Alone(_) => None,
+            Engine::Cluster(c) => Some(c),
+        }
+    }
+
+    fn pipeline(&self) -> Arc<dyn TriggerPipeline> {
+        match self {
+            Engine::Alone(d) => Arc::new(d.clone()),
+            Engine::Cluster(c) => Arc::new(c.clone()),
+        }
+    }
+}
+
 /// A running `gcx serve`.
 pub struct Service {
     state: Arc<AppState>,
     local_addr: SocketAddr,
     scheme: &'static str,
     store: Store,
-    dispatcher: DispatcherHandle,
+    engine: Engine,
     delivery: DeliveryCell,
     /// Tells the HTTP server to stop accepting and finish open requests.
     http_stop: Option<oneshot::Sender<()>>,
@@ -106,24 +149,50 @@ impl Service {
         let metrics = prometheus::install();
         let local_addr = listener.local_addr().map_err(ServeError::Listener)?;
 
-        let Pipeline {
+        let scheme = if tls { "https" } else { "http" };
+        let Parts {
             store,
-            dispatcher,
             delivery,
-        } = Pipeline::start(config, &upstream, PipelineOptions { delivery: true }).await?;
-        tracing::info!(
-            resumed = dispatcher.stats().resumed,
-            "dispatcher started; unfinished triggers from earlier runs resume first"
-        );
+            dispatch,
+        } = Parts::open(config, &upstream, PipelineOptions { delivery: true })
+            .await
+            .map_err(ServeError::from)?;
+        let engine = if store.cluster().is_some() {
+            let member = Member {
+                instance: crate::instance::id(),
+                address: advertised(scheme, local_addr),
+            };
+            let cluster =
+                ClusterHandle::join(store.clone(), upstream.tokens.clone(), dispatch, member)
+                    .await?;
+            tracing::info!(
+                instance = %cluster.member().instance,
+                "joined the cluster on {}; the instance holding the dispatch lease dispatches",
+                store.location()
+            );
+            Engine::Cluster(cluster)
+        } else {
+            let dispatcher =
+                Dispatcher::start(dispatch, store.clone(), upstream.tokens.clone()).await?;
+            tracing::info!(
+                resumed = dispatcher.stats().resumed,
+                "dispatcher started; unfinished triggers from earlier runs resume first"
+            );
+            Engine::Alone(dispatcher)
+        };
 
         let state = AppState::new(
             config.serve.clone(),
             keys,
             Arc::new(upstream.catalogue),
-            Arc::new(dispatcher.clone()),
             store.clone(),
             metrics.clone(),
             delivery.clone(),
+            ThisInstance {
+                pipeline: engine.pipeline(),
+                cluster: engine.cluster().cloned(),
+                address: advertised(scheme, local_addr),
+            },
         );
         let upkeep = metrics.map(prometheus::spawn_upkeep);
         let auth_summary = auth_failures::spawn_summarizer(state.auth_failures.clone());
@@ -136,9 +205,9 @@ impl Service {
         Ok(Service {
             state,
             local_addr,
-            scheme: if tls { "https" } else { "http" },
+            scheme,
             store,
-            dispatcher,
+            engine,
             delivery,
             http_stop: Some(http_stop),
             http,
@@ -161,9 +230,19 @@ impl Service {
         &self.state
     }
 
-    /// The dispatcher (stats, and why it halted if it did).
-    pub fn dispatcher(&self) -> &DispatcherHandle {
-        &self.dispatcher
+    /// Who dispatches this instance's triggers.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Resolves with the reason when this instance's own dispatcher halts by itself (a
+    /// fatal stream error, a store write that failed). A cluster member never resolves:
+    /// a leader whose dispatcher halts ends its term and the cluster elects again.
+    pub async fn halted_wait(&self) -> String {
+        match &self.engine {
+            Engine::Alone(d) => d.halted_wait().await,
+            Engine::Cluster(_) => std::future::pending().await,
+        }
     }
 
     /// Closes intake now (new triggers get 503, `/readyz` unready); [`Service::shutdown`]
@@ -181,7 +260,10 @@ impl Service {
             drain_timeout = %humantime::format_duration(drain_timeout),
             "shutting down: intake closed, letting in-flight actions finish"
         );
-        let unfinished = self.dispatcher.drain(drain_timeout).await;
+        let mut unfinished = match &self.engine {
+            Engine::Alone(d) => d.drain(drain_timeout).await,
+            Engine::Cluster(_) => 0,
+        };
 
         if let Some(stop) = self.http_stop.take() {
             let _ = stop.send(());
@@ -193,7 +275,13 @@ impl Service {
             tracing::warn!("open HTTP requests did not finish in time; closing them");
             self.http.abort();
         }
-        self.dispatcher.shutdown().await;
+        match &self.engine {
+            Engine::Alone(d) => d.shutdown().await,
+            Engine::Cluster(c) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                unfinished = c.leave(left).await;
+            }
+        }
         if let Some(pruner) = self.pruner.take() {
             pruner.abort();
         }
@@ -235,5 +323,15 @@ impl Service {
             "stopped; unfinished triggers and pending webhooks resume on the next start"
         );
         report
+    }
+}
+
+/// The address other members show for this one: the bound address, with the host's name
+/// in place of an unspecified IP (`0.0.0.0`, `::`).
+fn advertised(scheme: &str, addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://{}:{}", crate::instance::hostname(), addr.port())
+    } else {
+        format!("{scheme}://{addr}")
     }
 }

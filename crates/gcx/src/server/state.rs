@@ -10,9 +10,21 @@ use super::api_keys::ApiKeys;
 use super::auth_failures::AuthFailures;
 use super::pipeline::TriggerPipeline;
 use super::rate_limit::RateLimiter;
+use crate::cluster::ClusterHandle;
 use crate::config::ServeConfig;
 use crate::pipeline::DeliveryCell;
 use crate::store::Store;
+use chrono::{DateTime, Utc};
+
+/// Where this instance's triggers go, and which instance it is (`/v1/cluster`).
+pub struct ThisInstance {
+    /// Where accepted triggers go.
+    pub pipeline: Arc<dyn TriggerPipeline>,
+    /// Its cluster (PostgreSQL); `None` alone on SQLite.
+    pub cluster: Option<ClusterHandle>,
+    /// Where its API answers.
+    pub address: String,
+}
 
 /// State shared by every handler.
 pub struct AppState {
@@ -37,6 +49,11 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Woken after a replay so replayed dead letters go out at once.
     pub delivery: DeliveryCell,
+    /// The cluster this instance is a member of (PostgreSQL); `None` alone on SQLite.
+    pub cluster: Option<ClusterHandle>,
+    /// Where this instance's API answers, as `/v1/cluster` shows it.
+    pub address: String,
+    pub started_at: DateTime<Utc>,
 }
 
 impl AppState {
@@ -44,10 +61,10 @@ impl AppState {
         config: ServeConfig,
         keys: ApiKeys,
         catalogue: Arc<Catalogue>,
-        pipeline: Arc<dyn TriggerPipeline>,
         store: Store,
         metrics: Option<PrometheusHandle>,
         delivery: DeliveryCell,
+        this: ThisInstance,
     ) -> Arc<AppState> {
         Arc::new(AppState {
             limiter: RateLimiter::new(keys.len(), config.rate_limit_per_key),
@@ -55,11 +72,14 @@ impl AppState {
             config,
             keys,
             catalogue,
-            pipeline,
             store,
             draining: AtomicBool::new(false),
             metrics,
             delivery,
+            pipeline: this.pipeline,
+            cluster: this.cluster,
+            address: this.address,
+            started_at: Utc::now(),
         })
     }
 

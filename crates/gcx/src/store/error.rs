@@ -68,6 +68,11 @@ pub enum StoreError {
         from: TriggerState,
         to: TriggerState,
     },
+    #[error(
+        "this instance no longer dispatches (its term {term} ended; term {current} holds \
+         the lease): the write was refused and the new leader resumes the trigger"
+    )]
+    Fenced { term: i64, current: i64 },
     #[error("outbox message {0} does not exist")]
     UnknownOutboxMessage(i64),
     #[error("rejected write to {location}: {detail}")]

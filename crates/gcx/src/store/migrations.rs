@@ -46,6 +46,11 @@ const POSTGRES: &[Script] = &[
         "prune indexes",
         include_str!("../../migrations/postgres/0002_prune_indexes.sql"),
     ),
+    (
+        3,
+        "cluster",
+        include_str!("../../migrations/postgres/0003_cluster.sql"),
+    ),
 ];
 
 /// The schema version this binary knows (the last script's version).

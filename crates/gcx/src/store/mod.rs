@@ -49,6 +49,9 @@ pub use model::{
     OutboxMessage, OutboxStatus, Pruned, ReplayFilter, TriggerRow, TriggerState, TriggerWrite,
     WriteBatch, json_text,
 };
+pub use postgres::cluster::{
+    CHANNEL_DISPATCH, CHANNEL_FINISHED, CHANNEL_LEADER, ClusterDb, LeaseRow, MemberBeat, MemberRow,
+};
 
 /// The most rows of each kind one store write deletes when pruning, so that the writes of
 /// running triggers go in between.
@@ -182,6 +185,15 @@ impl Store {
     /// Where the data lives: the SQLite file path or the PostgreSQL URL without password.
     pub fn location(&self) -> &str {
         self.inner.backend.location()
+    }
+
+    /// The statements the instances of one service share (membership, the dispatch
+    /// lease, the dispatch queue): `None` on SQLite, which one process owns.
+    pub fn cluster(&self) -> Option<ClusterDb> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some(b.cluster()),
+        }
     }
 
     pub fn backend_kind(&self) -> BackendKind {

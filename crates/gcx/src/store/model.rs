@@ -223,6 +223,13 @@ pub struct WriteBatch {
     pub triggers: Vec<TriggerWrite>,
     pub outbox: Vec<NewOutboxMessage>,
     pub audit: Vec<AuditEvent>,
+    /// The triggers this batch newly accepts also join the cluster's dispatch queue, in
+    /// the same transaction (PostgreSQL; `cluster/`). SQLite keeps no queue.
+    pub queue: bool,
+    /// Written by the cluster's leader under this term: refused with
+    /// [`StoreError::Fenced`](super::StoreError::Fenced) unless the term still holds the
+    /// lease when the batch commits (PostgreSQL; `cluster/`).
+    pub fence: Option<i64>,
 }
 
 /// What a commit reports back.

@@ -41,6 +41,8 @@ pub(crate) struct NewTrigger<'a> {
     pub action_type: &'a str,
     pub payload: &'a RawValue,
     pub accepted_at: DateTime<Utc>,
+    /// Its batch asked for it to join the dispatch queue ([`WriteBatch::queue`]).
+    pub queued: bool,
     /// Where the group leaves it.
     pub now: Change<'a>,
 }
@@ -122,14 +124,25 @@ pub(crate) fn trigger_ids(items: &[&Work]) -> Vec<Uuid> {
 /// One trigger as the plan sees it: small and `Copy`, so a batch's overlay costs nothing.
 #[derive(Debug, Clone, Copy)]
 struct Entry<'a> {
-    /// `Some` when this group accepted it (then written with INSERT, else UPDATE).
-    new: Option<(&'a str, &'a RawValue, DateTime<Utc>)>,
+    /// `Some` when this group accepted it (then written with INSERT, else UPDATE): its
+    /// action type, payload, acceptance time and whether it joins the dispatch queue.
+    new: Option<(&'a str, &'a RawValue, DateTime<Utc>, bool)>,
     now: Change<'a>,
     changed: bool,
 }
 
 /// Applies the group's items to `stored` (the current states of [`trigger_ids`]).
 pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<(Uuid, TriggerState)>) -> Plan<'a> {
+    plan_under(items, stored, None)
+}
+
+/// [`plan`], where `lead` is the cluster's current term: a batch fenced to another term
+/// ([`WriteBatch::fence`]) is answered [`StoreError::Fenced`] and left out.
+pub(crate) fn plan_under<'a>(
+    items: &[&'a Work],
+    stored: Vec<(Uuid, TriggerState)>,
+    lead: Option<i64>,
+) -> Plan<'a> {
     let mut triggers: HashMap<Uuid, Entry<'a>> = stored
         .into_iter()
         .map(|(id, state)| {
@@ -157,7 +170,13 @@ pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<(Uuid, TriggerState)>) ->
     for (index, item) in items.iter().enumerate() {
         match item {
             Work::Batch(batch) => {
-                let outcome = apply_batch(batch, &mut triggers);
+                let outcome = match batch.fence {
+                    Some(term) if lead != Some(term) => Err(StoreError::Fenced {
+                        term,
+                        current: lead.unwrap_or(0),
+                    }),
+                    _ => apply_batch(batch, &mut triggers),
+                };
                 if outcome.is_ok() {
                     plan.outbox.extend(batch.outbox.iter());
                     plan.audit.extend(batch.audit.iter());
@@ -172,13 +191,16 @@ pub(crate) fn plan<'a>(items: &[&'a Work], stored: Vec<(Uuid, TriggerState)>) ->
     }
     for (correlation_id, entry) in triggers {
         match entry.new {
-            Some((action_type, payload, accepted_at)) => plan.new_triggers.push(NewTrigger {
-                correlation_id,
-                action_type,
-                payload,
-                accepted_at,
-                now: entry.now,
-            }),
+            Some((action_type, payload, accepted_at, queued)) => {
+                plan.new_triggers.push(NewTrigger {
+                    correlation_id,
+                    action_type,
+                    payload,
+                    accepted_at,
+                    queued,
+                    now: entry.now,
+                })
+            }
             None if entry.changed => plan.changed_triggers.push((correlation_id, entry.now)),
             None => {}
         }
@@ -211,7 +233,7 @@ fn apply_batch<'a>(
                         overlay.insert(
                             *correlation_id,
                             Entry {
-                                new: Some((action_type, payload, at)),
+                                new: Some((action_type, payload, at, batch.queue)),
                                 now: Change {
                                     state: TriggerState::Accepted,
                                     attempts: 0,

@@ -122,7 +122,7 @@ impl DispatcherHandle {
     }
 
     /// Waits until every unfinished trigger from the store was admitted.
-    async fn wait_resumed(&self) -> Result<(), DispatchError> {
+    pub(super) async fn wait_resumed(&self) -> Result<(), DispatchError> {
         let mut resumed = self.core.resumed.subscribe();
         loop {
             if *resumed.borrow_and_update() {
@@ -133,6 +133,15 @@ impl DispatcherHandle {
                 _ = self.core.halt.cancelled() => return Err(self.core.stopped()),
             }
         }
+    }
+
+    /// Waits until the window has room, and says for how many triggers (a cluster's
+    /// leader takes that many from the dispatch queue).
+    pub async fn room(&self) -> Result<usize, DispatchError> {
+        let permit = self.place().await?;
+        let free = self.core.window.available_permits() + 1;
+        drop(permit);
+        Ok(free)
     }
 
     /// Waits for room in the window.

@@ -47,7 +47,7 @@ mod resume;
 mod routing;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -91,6 +91,10 @@ pub struct DispatcherConfig {
     pub recorder: Recorder,
     /// Called after each commit that wrote outbox rows (the delivery worker's `notify`).
     pub outbox_notify: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// The cluster term this dispatcher leads under: every write it makes is fenced to
+    /// it ([`WriteBatch::fence`]), so once another instance took over, its writes fail
+    /// and it halts. `None` alone on its store.
+    pub fence: Option<i64>,
 }
 
 impl std::fmt::Debug for DispatcherConfig {
@@ -102,6 +106,7 @@ impl std::fmt::Debug for DispatcherConfig {
             .field("result_timeout", &self.result_timeout)
             .field("max_pending", &self.max_pending)
             .field("recorder", &self.recorder)
+            .field("fence", &self.fence)
             .finish_non_exhaustive()
     }
 }
@@ -128,6 +133,7 @@ impl DispatcherConfig {
                 instance: crate::instance::id(),
             },
             outbox_notify: None,
+            fence: None,
         }
     }
 }
@@ -274,6 +280,18 @@ impl Dispatcher {
         tokens: TokenProvider,
     ) -> Result<DispatcherHandle, DispatchError> {
         let unfinished = store.unfinished_triggers().await?;
+        Ok(Dispatcher::start_with(config, store, tokens, unfinished))
+    }
+
+    /// [`Dispatcher::start`] resuming `unfinished` (what the store held unfinished, `sent`
+    /// first), read by the caller: a cluster's new leader reads them in the same snapshot
+    /// as it empties the dispatch queue.
+    pub fn start_with(
+        config: DispatcherConfig,
+        store: Store,
+        tokens: TokenProvider,
+        unfinished: Vec<crate::store::TriggerRow>,
+    ) -> DispatcherHandle {
         let stream_config = config.stream.clone();
         let (connection, _) = watch::channel(None);
         let (resumed_tx, _) = watch::channel(false);
@@ -296,6 +314,7 @@ impl Dispatcher {
             resumed_count: AtomicU64::new(unfinished.len() as u64),
             unanswered_resumed: Arc::new(AtomicU64::new(unfinished.len() as u64)),
             started: Instant::now(),
+            quiesced: AtomicBool::new(false),
         });
         // The reader calls the router directly: one task hop fewer per answer, and the
         // freed slot reaches the next trigger sooner. Weak: the stream lives in `core`.
@@ -314,7 +333,7 @@ impl Dispatcher {
         let _ = core.stream.set(stream);
         let handle = DispatcherHandle { core };
         resume::spawn_feeder(handle.clone(), unfinished);
-        Ok(handle)
+        handle
     }
 }
 
@@ -354,6 +373,8 @@ struct Core {
     /// `resume::ORPHAN_GRACE`); counted down by each one's `resume::Unanswered`.
     unanswered_resumed: Arc<AtomicU64>,
     started: Instant,
+    /// Set by [`DispatcherHandle::quiesce`]: the limit stays 0, whatever the engine says.
+    quiesced: AtomicBool,
 }
 
 impl DispatcherHandle {
@@ -380,6 +401,24 @@ impl DispatcherHandle {
                     return self.core.registry.lock().len();
                 },
             }
+        }
+    }
+
+    /// Starts no more sends (the limit held at 0, whatever the engine announces) and
+    /// waits until no action is between send and result, or `timeout`; returns how many
+    /// still are. What waits for a slot stays where the store holds it: a cluster's
+    /// leader does this before it hands its lease over, so that its successor never
+    /// re-sends an action this one still runs.
+    pub async fn quiesce(&self, timeout: Duration) -> u32 {
+        self.core.quiesced.store(true, Ordering::SeqCst);
+        self.core.slots.set_limit(0);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.core.slots.in_use();
+            if running == 0 || Instant::now() >= deadline {
+                return running;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -450,7 +489,8 @@ impl Core {
         self.halt.cancel();
     }
 
-    async fn commit(&self, batch: WriteBatch) -> Result<Vec<Option<TriggerState>>, StoreError> {
+    async fn commit(&self, mut batch: WriteBatch) -> Result<Vec<Option<TriggerState>>, StoreError> {
+        batch.fence = self.config.fence;
         let wrote_outbox = !batch.outbox.is_empty();
         let receipt = self.store.commit(batch).await?;
         if wrote_outbox && let Some(notify) = &self.config.outbox_notify {

@@ -37,6 +37,9 @@ pub(super) struct Resume {
     pub(super) attempts: u32,
     /// The ordering key its CRM rows use ([`crm_ordering_key`] of its acceptance time).
     pub(super) crm_key: String,
+    /// When it was accepted, for a trigger another instance accepted (its latency counts
+    /// from there); `None` for one resumed at start (counted from now).
+    pub(super) accepted_at: Option<chrono::DateTime<Utc>>,
 }
 
 impl Resume {
@@ -47,7 +50,7 @@ impl Resume {
             acked: self.state == TriggerState::Sent,
             attempts: self.attempts,
             crm_key: self.crm_key,
-            accepted_at: Utc::now(),
+            accepted_at: self.accepted_at.unwrap_or_else(Utc::now),
         }
     }
 }
@@ -71,8 +74,14 @@ pub(super) fn spawn_feeder(feeder: DispatcherHandle, unfinished: Vec<TriggerRow>
                 state: row.state,
                 attempts: row.attempts,
                 crm_key,
+                accepted_at: None,
             };
-            if feeder.admit_resumed(payload, resume).await.is_err() {
+            let unanswered = Unanswered::of(&feeder.core);
+            if feeder
+                .admit_stored(payload, resume, unanswered)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -81,13 +90,41 @@ pub(super) fn spawn_feeder(feeder: DispatcherHandle, unfinished: Vec<TriggerRow>
 }
 
 impl DispatcherHandle {
-    /// Admits a stored unfinished trigger (at start, before any new one).
-    async fn admit_resumed(
+    /// Admits triggers that other instances of a cluster accepted and its dispatch queue
+    /// handed to this dispatcher (`cluster/`), in the queue's order, after the resumed
+    /// ones: each as the store holds it, new to the engine. Waits for room in the window
+    /// for each ([`DispatcherHandle::room`] says how many fit without waiting).
+    pub async fn admit_claimed(&self, rows: Vec<TriggerRow>) -> Result<(), DispatchError> {
+        self.wait_resumed().await?;
+        for row in rows {
+            let crm_key = crm_ordering_key(row.accepted_at, row.correlation_id);
+            let payload: ActionTriggerPayload = match serde_json::from_value(row.payload) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(correlation_id = %row.correlation_id, error = %e,
+                        "stored trigger payload does not parse; left as it is");
+                    continue;
+                }
+            };
+            let resume = Resume {
+                state: row.state,
+                attempts: row.attempts,
+                crm_key,
+                accepted_at: Some(row.accepted_at),
+            };
+            self.admit_stored(payload, resume, Unanswered::none())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Admits a trigger the store holds unfinished.
+    async fn admit_stored(
         &self,
         payload: ActionTriggerPayload,
         resume: Resume,
+        unanswered: Unanswered,
     ) -> Result<Ticket, DispatchError> {
-        let unanswered = Unanswered::of(&self.core);
         let permit = self.place().await?;
         match self.register(payload.correlation_id) {
             Registered::Existing(ticket) => Ok(ticket),

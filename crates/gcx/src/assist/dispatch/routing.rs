@@ -126,6 +126,9 @@ fn route(core: &Core, id: Uuid, event: TriggerEvent) {
 impl Core {
     /// The limit in force: the engine's, lowered by `concurrency`.
     fn effective_limit(&self, engine: u32) -> u32 {
+        if self.quiesced.load(Ordering::SeqCst) {
+            return 0;
+        }
         self.config.concurrency.map_or(engine, |c| c.min(engine))
     }
 

@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::health::HealthBody;
-use super::routes::{metrics_audit, outbox, triggers};
+use super::routes::{cluster, metrics_audit, outbox, triggers};
 use super::state::AppState;
 use crate::config::ServeConfig;
 
@@ -43,6 +43,7 @@ use crate::config::ServeConfig;
         triggers::post,
         triggers::get,
         metrics_audit::get,
+        cluster::get,
         outbox::list,
         outbox::replay,
         super::health::healthz,
@@ -65,6 +66,8 @@ use crate::config::ServeConfig;
         AuditMetricsSchema,
         ActionMetricsSchema,
         metrics_audit_schemas::TimeRangeSchema,
+        cluster::ClusterView,
+        cluster::MemberView,
         outbox::OutboxList,
         outbox::OutboxMessageView,
         outbox::OutboxCountsView,

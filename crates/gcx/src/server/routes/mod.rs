@@ -1,5 +1,6 @@
 //! The `/v1` routes, one file per resource.
 
+pub mod cluster;
 pub mod metrics_audit;
 pub mod outbox;
 pub mod trigger_body;

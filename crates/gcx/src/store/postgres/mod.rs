@@ -9,7 +9,10 @@
 //!   deliver the same row at once, and a dead instance's rows come back after the lease,
 //!   or at once to a gcx restarted on the dead one's data folder (`claimant`);
 //! - accepting the same correlationId twice at once fails the second transaction on the
-//!   primary key; the committer retries that write alone and it then sees the first.
+//!   primary key; the committer retries that write alone and it then sees the first;
+//! - a batch fenced to a term ([`crate::store::WriteBatch::fence`]) reads the lease row
+//!   `FOR SHARE` in its transaction and is refused unless that term still holds it, so a
+//!   takeover and a deposed leader's write are serialized and the late write fails.
 //!
 //! Bulk writes bind one array per column ([`column`]) and `UNNEST` them: one statement,
 //! whatever the number of rows.
@@ -20,9 +23,13 @@
 //! - `triggers`, `outbox` (with the outbox reads that lease), `audit`, `prune`: the
 //!   statements of each table's writes.
 //! - `claimant`: the name outbox leases are taken under.
+//! - `cluster`: what the instances of one service share beyond the store: membership,
+//!   the dispatch lease and its term, the dispatch queue, and the notifications that wake
+//!   them (`ClusterDb`).
 
 mod audit;
 mod claimant;
+pub(crate) mod cluster;
 mod open;
 mod outbox;
 mod prune;
@@ -134,12 +141,23 @@ impl PgBackend {
             });
         }
         let mut tx = self.pool.begin().await.map_err(self.db())?;
+        let fenced = items
+            .iter()
+            .any(|w| matches!(w, Work::Batch(b) if b.fence.is_some()));
+        let lead = if fenced {
+            Some(self.lead_term_shared(&mut tx).await?)
+        } else {
+            None
+        };
         let ids = plan::trigger_ids(items);
         let stored = self.load_states(&mut tx, &ids).await?;
-        let mut plan = plan::plan(items, stored);
+        let mut plan = plan::plan_under(items, stored, lead);
         let now = now_micros();
         self.insert_triggers(&mut tx, &plan.new_triggers).await?;
+        self.queue_for_dispatch(&mut tx, &plan.new_triggers).await?;
         self.update_triggers(&mut tx, &plan.changed_triggers)
+            .await?;
+        self.announce_finished(&mut tx, &plan.changed_triggers)
             .await?;
         self.insert_outbox(&mut tx, &plan.outbox, now).await?;
         self.append_audit(&mut tx, std::mem::take(&mut plan.audit), context, now)
