@@ -10,8 +10,10 @@ use crate::config::LoadedConfig;
 
 mod audit;
 mod bench;
+mod completions;
 mod config_cmd;
 mod demo;
+mod man;
 mod outbox;
 mod prune;
 mod report;
@@ -109,6 +111,10 @@ pub enum Command {
     Demo(demo::Args),
     /// Run every benchmark and print one table.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
+    /// Print the gcx(1) man page, or write one page per subcommand with --out-dir.
+    Man(man::Args),
 }
 
 /// Parses the command line, runs the subcommand, and maps the outcome to an exit code
@@ -135,18 +141,25 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Completions and man pages depend on the clap definitions only: a broken
+    // configuration must not stop them.
+    let command = match cli.command {
+        Command::Completions(a) => return completions::run(a),
+        Command::Man(a) => return man::run(a),
+        other => other,
+    };
     let global = cli.global;
     let mut loaded = crate::config::load(&global.overrides())?;
     // The demo and the benchmarks draw their own progress and summary: unless the user
     // chose a log level, only warnings interleave with them.
-    if matches!(cli.command, Command::Demo(_) | Command::Bench(_))
+    if matches!(command, Command::Demo(_) | Command::Bench(_))
         && *loaded.source("log.level") == crate::config::Source::Default
     {
         loaded.config.log.level = "warn".into();
     }
     init_logging(&loaded)?;
     let config = loaded.config.clone();
-    match cli.command {
+    match command {
         Command::Sandbox(a) => sandbox::run(a, &global, config).await,
         Command::Config(a) => config_cmd::run(a, &global, loaded).await,
         Command::Validate(a) => validate::run(a, &global, config).await,
@@ -159,6 +172,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report(a) => report::run(a, &global, config).await,
         Command::Demo(a) => demo::run(a, &global, config).await,
         Command::Bench(a) => bench::run(a, &global, config).await,
+        // Answered above, before the configuration is read.
+        Command::Completions(a) => completions::run(a),
+        Command::Man(a) => man::run(a),
     }
 }
 
