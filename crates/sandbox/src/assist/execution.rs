@@ -141,20 +141,20 @@ fn result_frame(trigger: &ActionTriggerPayload, plan: Plan) -> Utf8Bytes {
 fn finish(state: &AppState, action: Accepted, frame: Utf8Bytes) {
     let id = action.trigger.correlation_id;
     let stats = &state.stats.assist;
-    {
-        let mut tenant = action.tenant.lock();
-        tenant.in_flight = tenant.in_flight.saturating_sub(1);
-        tenant.due.remove(&(action.due, id));
-        for conn in tenant.store.finish(&id, frame.clone()) {
-            if let Some(outbox) = tenant.connections.get(&conn) {
-                outbox.push(frame.clone());
-            }
-        }
-    }
+    let mut tenant = action.tenant.lock();
+    tenant.in_flight = tenant.in_flight.saturating_sub(1);
+    tenant.due.remove(&(action.due, id));
+    // Counted before the result can reach a client: whoever reads the stats after
+    // reading a result sees it counted.
     stats.in_flight.dec();
     match action.plan.ending {
         Ending::Completed => stats.results_completed.inc(),
         Ending::EngineError | Ending::Timeout => stats.results_failed.inc(),
+    }
+    for conn in tenant.store.finish(&id, frame.clone()) {
+        if let Some(outbox) = tenant.connections.get(&conn) {
+            outbox.push(frame.clone());
+        }
     }
 }
 
