@@ -53,6 +53,11 @@ pub enum StartError {
     Delivery(#[source] DeliveryError),
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    #[error(
+        "{live} gcx serve instance(s) share {location} and dispatch its triggers within the \
+         engine's limit; post to them (POST /v1/triggers) instead of dispatching beside them"
+    )]
+    ClusterServes { live: usize, location: String },
 }
 
 /// Why [`Pipeline::from_config`] failed: one variant per step.
@@ -151,7 +156,9 @@ impl Pipeline {
 
     /// Opens the store, starts the delivery worker (if asked) and the dispatcher against
     /// `upstream`. Returns once the dispatcher has reloaded the unfinished triggers; the
-    /// stream connects in the background.
+    /// stream connects in the background. Refused on a database that a cluster of
+    /// `gcx serve` dispatches from (`cluster/`): a second dispatcher there would hold its
+    /// own limit beside the cluster's, and resume the cluster's triggers.
     pub async fn start(
         config: &Config,
         upstream: &Upstream,
@@ -162,6 +169,21 @@ impl Pipeline {
             delivery,
             dispatch,
         } = Parts::open(config, upstream, options).await?;
+        if let Some(cluster) = store.cluster() {
+            let (members, _) = cluster.view().await?;
+            let live = members
+                .iter()
+                .filter(|m| m.heartbeat_age < crate::cluster::LEASE)
+                .count();
+            if live > 0 {
+                delivery.finish(Duration::ZERO).await.ok();
+                store.close().await.ok();
+                return Err(StartError::ClusterServes {
+                    live,
+                    location: store.location().to_owned(),
+                });
+            }
+        }
         let dispatcher =
             Dispatcher::start(dispatch, store.clone(), upstream.tokens.clone()).await?;
         Ok(Pipeline {

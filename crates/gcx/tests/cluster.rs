@@ -390,8 +390,26 @@ async fn three_instances_hold_one_limit_take_over_a_killed_one_and_hand_over_on_
     let c = cluster(&last).await;
     assert_eq!(c["leader"], third_leader.as_str(), "{c}");
 
-    let keys: Vec<PathBuf> = instances.iter().map(Instance::public_key).collect();
+    // gcx trigger beside a live cluster would hold a second limit: it is refused.
     let survivor = instances.iter().position(|i| i.child.is_some()).unwrap();
+    let file = root.path().join("one.json");
+    std::fs::write(&file, trigger().to_string()).unwrap();
+    let beside = Command::new(gcx())
+        .arg("--config")
+        .arg(&instances[survivor].config)
+        .arg("trigger")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&beside.stderr);
+    assert_eq!(beside.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("1 gcx serve instance(s) share") && stderr.contains("POST /v1/triggers"),
+        "{stderr}"
+    );
+
+    let keys: Vec<PathBuf> = instances.iter().map(Instance::public_key).collect();
     instances[survivor].stop().await;
     audit_verifies(&instances[survivor].config, &keys).await;
     account_passes(&database_url, &instances[survivor].dir, &batches, &s).await;

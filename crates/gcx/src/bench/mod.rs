@@ -18,6 +18,8 @@
 //!   both against one `gcx sandbox` child process.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
+//! - [`cluster`]: 1, 2 and 3 `gcx serve` children on one PostgreSQL: throughput, slot
+//!   utilisation, CPU per trigger, and the takeover after a `kill -9` of the leader.
 //! - [`waiting`]: CPU per minute of a `gcx serve` with nothing due (idle, webhooks in
 //!   back-off, a CRM that answers 503).
 //! - [`soak`]: `gcx serve` for half an hour under load and every fault, sampled, drawn
@@ -28,6 +30,7 @@
 
 pub mod audit;
 mod child;
+pub mod cluster;
 pub mod dispatch;
 pub mod events;
 pub mod outbox;
@@ -311,6 +314,37 @@ pub const BENCHES: &[Bench] = &[
         on_demand: false,
     },
     Bench {
+        name: "cluster",
+        about: "1, 2 and 3 gcx serve on one PostgreSQL, limit 50, batches of 100 round-robin; kill -9 of the leader (needs PostgreSQL)",
+        full_size: 20_000,
+        quick_size: 600,
+        size_unit: "triggers",
+        figures: &[
+            figure("n1", "completed, 1 instance, latency 0", "triggers/s"),
+            figure("n2", "completed, 2 instances, latency 0", "triggers/s"),
+            figure("n3", "completed, 3 instances, latency 0", "triggers/s"),
+            figure("util1", "slot utilisation, 1 instance, 20 ms", "%"),
+            at_least("util3", "slot utilisation, 3 instances, 20 ms", "%", 95.0),
+            figure(
+                "cpu1",
+                "CPU per trigger, 1 instance (gcx + PostgreSQL)",
+                "ms",
+            ),
+            figure(
+                "cpu3",
+                "CPU per trigger, 3 instances (gcx + PostgreSQL)",
+                "ms",
+            ),
+            at_most(
+                "takeover",
+                "kill -9 of the leader to its successor's first send",
+                "s",
+                15.0,
+            ),
+        ],
+        on_demand: false,
+    },
+    Bench {
         name: "soak",
         about: "gcx serve under steady load and every fault, sampled and accounted for; writes samples.csv and soak.html (--soak-* flags)",
         full_size: 1_800,
@@ -513,6 +547,33 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             };
             let batch = if bench.name == "serve-1" { 1 } else { 100 };
             return serve::intake(binary, count(size), batch).await;
+        }
+        "cluster" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            if let Err(why) = audit::reachable(&ctx.database_url).await {
+                return Ok(Outcome::Skipped(why));
+            }
+            let (url, total) = (&ctx.database_url, count(size));
+            let mut m = Measurement::default();
+            for (n, id, cpu) in [
+                (1, "n1", Some("cpu1")),
+                (2, "n2", None),
+                (3, "n3", Some("cpu3")),
+            ] {
+                let t = cluster::throughput(binary, url, n, 0, total).await?;
+                m = m.with(id, t.per_second);
+                if let Some(cpu) = cpu {
+                    m = m.with(cpu, t.cpu_ms_per_trigger);
+                }
+            }
+            // 20 ms: 2,500 actions/s at most; half the size keeps the run's length.
+            for (n, id) in [(1, "util1"), (3, "util3")] {
+                let t = cluster::throughput(binary, url, n, 20, total / 2).await?;
+                m = m.with(id, cluster::utilisation(&t, 20));
+            }
+            m.with("takeover", cluster::takeover(binary, url).await?)
         }
         "soak" => {
             let Some(binary) = &ctx.gcx_binary else {

@@ -37,6 +37,22 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     stat_cpu_ticks(&stat).map(|ticks| ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// CPU seconds used so far by every process named `name` (`/proc/<pid>/comm`), such as
+/// a database server's backends on this machine. Processes that ended are not counted.
+pub fn cpu_seconds_named(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .filter_map(cpu_seconds)
+        .sum()
+}
+
 /// `utime + stime` from a `stat` line. The command name (field 2) is in parentheses and
 /// may hold spaces, so fields are counted from the last `)`: `utime` is field 14, the
 /// 12th after it.

@@ -44,6 +44,30 @@ use crate::auth::TokenProvider;
 use crate::store::{ClusterDb, LeaseRow, MemberRow, Store, StoreError};
 
 pub use intake::Taken;
+pub use lead::{FENCED, LEADER, MEMBER_IN_FLIGHT, MEMBERS, TERM, TERMS_LED};
+
+/// Registers a description of each cluster metric.
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge};
+    describe_gauge!(LEADER, "1 while this instance holds the dispatch lease");
+    describe_gauge!(
+        TERM,
+        "The dispatch lease's term, as last read (grows at each takeover)"
+    );
+    describe_gauge!(MEMBERS, "Instances heard from within the lease time");
+    describe_gauge!(
+        MEMBER_IN_FLIGHT,
+        "Each live instance's actions between send and result"
+    );
+    describe_counter!(
+        TERMS_LED,
+        "Terms this instance began as the cluster's dispatcher"
+    );
+    describe_counter!(
+        FENCED,
+        "Terms this instance ended because its lease was not renewed in time"
+    );
+}
 
 /// How often each instance heartbeats, and the leader renews its lease.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -183,6 +183,10 @@ impl From<PipelineError> for DemoError {
             PipelineError::Start(StartError::Store(e)) => DemoError::Store(e),
             PipelineError::Start(StartError::Delivery(e)) => DemoError::Delivery(e),
             PipelineError::Start(StartError::Dispatch(e)) => DemoError::Dispatch(e),
+            // The demo's store is its own SQLite file, which no cluster serves.
+            PipelineError::Start(e @ StartError::ClusterServes { .. }) => DemoError::Dispatch(
+                crate::assist::dispatch::DispatchError::Stopped(e.to_string()),
+            ),
         }
     }
 }

@@ -67,7 +67,13 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         reasons.push("the service is shutting down".to_owned());
     }
     if !stream {
-        reasons.push("the assist stream is not connected".to_owned());
+        reasons.push(match state.cluster {
+            Some(_) => {
+                "no instance of the cluster dispatches (no leader with a connected assist stream)"
+                    .to_owned()
+            }
+            None => "the assist stream is not connected".to_owned(),
+        });
     }
     if let Err(e) = &store {
         reasons.push(format!("the store does not take writes ({e})"));

@@ -82,8 +82,9 @@ fn describe() {
     );
     describe_gauge!(
         "gcx_serve_stream_connected",
-        "1 when the assist stream is connected"
+        "1 when the assist stream is connected (in a cluster: the leader's)"
     );
+    crate::cluster::describe_metrics();
     describe_counter!(
         "gcx_serve_triggers_received_total",
         "Triggers received over HTTP, by outcome (accepted, duplicate, invalid)"

@@ -65,6 +65,10 @@ impl From<StartError> for ServeError {
             StartError::Store(e) => ServeError::Store(e),
             StartError::Delivery(e) => ServeError::Delivery(e),
             StartError::Dispatch(e) => ServeError::Dispatch(e),
+            // Only `Pipeline::start` refuses so, and the service joins the cluster instead.
+            e @ StartError::ClusterServes { .. } => {
+                ServeError::Dispatch(DispatchError::Stopped(e.to_string()))
+            }
         }
     }
 }
