@@ -1472,3 +1472,102 @@ async fn two_postgres_instances_share_one_chain_and_one_outbox() {
     assert_eq!(key_ids.len(), 2);
     store.close().await.unwrap();
 }
+
+/// The cluster's statements (PostgreSQL): the dispatch queue hands each accepted trigger
+/// out once, in order, and only to the current term; a takeover raises the term, after
+/// which a write or a claim of the deposed term is refused and changes nothing.
+#[tokio::test]
+async fn postgres_a_deposed_terms_writes_and_claims_are_refused() {
+    let Some(t) = store_support::postgres().await else {
+        return;
+    };
+    let store = t.open().await;
+    let db = store
+        .cluster()
+        .expect("PostgreSQL has the cluster's statements");
+    let lease = std::time::Duration::from_secs(5);
+    let first = db.acquire("a", lease).await.unwrap().expect("a free lease");
+    assert_eq!(
+        db.acquire("b", lease).await.unwrap(),
+        None,
+        "a live lease is held"
+    );
+
+    let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let queued = |ids: &[Uuid]| WriteBatch {
+        triggers: ids.iter().map(|id| accept(*id)).collect(),
+        queue: true,
+        ..WriteBatch::default()
+    };
+    store.commit(queued(&ids)).await.unwrap();
+    // Not queued: a trigger accepted without `queue` stays out of the queue.
+    store
+        .commit(WriteBatch {
+            triggers: vec![accept(Uuid::new_v4())],
+            ..WriteBatch::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(db.queued().await.unwrap(), 3);
+    let claimed: Vec<Uuid> = db
+        .claim(first, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.correlation_id)
+        .collect();
+    assert_eq!(claimed.len(), 3);
+    assert!(ids.iter().all(|id| claimed.contains(id)), "{claimed:?}");
+    assert!(
+        db.claim(first, 10).await.unwrap().is_empty(),
+        "each is handed out once"
+    );
+
+    let fenced = |id, term| WriteBatch {
+        triggers: vec![transition(id, TriggerState::Sent, 1)],
+        fence: Some(term),
+        ..WriteBatch::default()
+    };
+    store.commit(fenced(ids[0], first)).await.unwrap();
+
+    db.release("a", first).await.unwrap();
+    let second = db
+        .acquire("b", lease)
+        .await
+        .unwrap()
+        .expect("a released lease");
+    assert_eq!(second, first + 1);
+    let late = store.commit(fenced(ids[1], first)).await.unwrap_err();
+    assert!(
+        matches!(late, StoreError::Fenced { term, current } if term == first && current == second),
+        "{late:?}"
+    );
+    assert_eq!(
+        store.trigger(ids[1]).await.unwrap().unwrap().state,
+        TriggerState::Accepted,
+        "the refused write changed nothing"
+    );
+    let more = Uuid::new_v4();
+    store.commit(queued(&[more])).await.unwrap();
+    assert!(matches!(
+        db.claim(first, 10).await.unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    assert_eq!(
+        db.queued().await.unwrap(),
+        1,
+        "the refused claim took nothing"
+    );
+
+    // The new term's takeover: every unfinished trigger, `sent` first, and an empty queue.
+    let unfinished = db.take_over(second).await.unwrap();
+    assert_eq!(unfinished.len(), 5);
+    assert_eq!(unfinished[0].correlation_id, ids[0]);
+    assert_eq!(unfinished[0].state, TriggerState::Sent);
+    assert_eq!(db.queued().await.unwrap(), 0);
+    assert!(matches!(
+        db.take_over(first).await.unwrap_err(),
+        StoreError::Fenced { .. }
+    ));
+    store.close().await.unwrap();
+}

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt as _;
 use gcx_sandbox::{Faults, LatencySpec, Sandbox, SandboxOptions};
 use serde_json::Value;
 
@@ -27,11 +28,14 @@ const CLIENTS: usize = 16;
 const BATCH: usize = 100;
 /// The engine's limit.
 pub const LIMIT: u32 = 50;
+/// Triggers queued before the leader is killed.
+const TAKEOVER_TRIGGERS: usize = 10_000;
 
 /// One run of the cluster at one size.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Throughput {
-    /// Triggers the engine finished per second, first request to last result.
+    /// Triggers the engine finished per second, between the 10th and 90th percent of
+    /// results (the steady state).
     pub per_second: f64,
     /// CPU milliseconds per trigger: the gcx children and every `postgres` process.
     pub cpu_ms_per_trigger: f64,
@@ -276,27 +280,69 @@ pub async fn throughput(
         pids.iter().filter_map(|p| cpu_seconds(*p)).sum::<f64>() + cpu_seconds_named("postgres")
     };
     let cpu_before = cpu(&pids);
-    let started = Instant::now();
-    let posting = post_all(cluster.urls(), total).await;
+    let mut posting = {
+        let urls = cluster.urls();
+        tokio::spawn(async move { post_all(urls, total).await })
+    };
+    let mut posted: Option<Result<(), BenchError>> = None;
+    // The rate is taken between the 10th and the 90th percent of results: the cluster's
+    // steady state, without the first request's way in and the last one's way out.
+    let (low, high) = (total as u64 / 10, total as u64 * 9 / 10);
+    let mut marks: (Option<Instant>, Option<Instant>) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(300);
-    let mut outcome = posting;
-    while outcome.is_ok() && results(&sandbox) < total as u64 {
+    let mut outcome = Ok(());
+    loop {
+        let done = results(&sandbox);
+        let now = Instant::now();
+        if done >= low && marks.0.is_none() {
+            marks.0 = Some(now);
+        }
+        if done >= high && marks.1.is_none() {
+            marks.1 = Some(now);
+        }
+        if done >= total as u64 {
+            break;
+        }
+        if posted.is_none()
+            && let Some(joined) = (&mut posting).now_or_never()
+        {
+            let answer = joined
+                .map_err(|e| BenchError::Incomplete(e.to_string()))
+                .and_then(|r| r);
+            // A failed request ends the run: its triggers never come.
+            let failed = answer.is_err();
+            posted = Some(answer);
+            if failed {
+                break;
+            }
+        }
         if Instant::now() > deadline {
             outcome = Err(BenchError::Incomplete(format!(
-                "the engine finished {} of {total} triggers within 300 s",
-                results(&sandbox)
+                "the engine finished {done} of {total} triggers within 300 s"
             )));
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = started.elapsed();
+    let posted = match posted {
+        Some(answer) => answer,
+        None => posting
+            .await
+            .map_err(|e| BenchError::Incomplete(e.to_string()))
+            .and_then(|r| r),
+    };
     let cpu_after = cpu(&pids);
     cluster.stop().await;
     let _ = sandbox.shutdown().await;
     schema.drop_now().await?;
+    posted?;
     outcome?;
+    let steady = match marks {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => return Err(BenchError::Incomplete("too few triggers to time".into())),
+    };
     Ok(Throughput {
-        per_second: total as f64 / elapsed.as_secs_f64().max(1e-9),
+        per_second: (high - low) as f64 / steady.as_secs_f64(),
         cpu_ms_per_trigger: 1000.0 * (cpu_after - cpu_before) / total as f64,
     })
 }
@@ -311,9 +357,14 @@ pub async fn takeover(binary: &Path, database_url: &str) -> Result<f64, BenchErr
     let mut cluster = Cluster::start(binary, &sandbox, &schema.url(), 3).await?;
     let first = cluster.leader(None, Duration::from_secs(30)).await?;
     let outcome = async {
-        // Work queued deep enough that the successor has some at once.
-        post_all(cluster.urls(), 3_000).await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Work queued deep enough (4 s of it at 20 ms and limit 50) that the successor
+        // has some at once.
+        post_all(cluster.urls(), TAKEOVER_TRIGGERS).await?;
+        if results(&sandbox) >= TAKEOVER_TRIGGERS as u64 / 2 {
+            return Err(BenchError::Incomplete(
+                "half the work was done before the kill; the takeover would find too little".into(),
+            ));
+        }
         cluster.kill_9(&first).await?;
         let killed = Instant::now();
         // The dead leader's answers may still arrive for a moment; wait for the new one

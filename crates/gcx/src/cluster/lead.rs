@@ -86,7 +86,8 @@ async fn round(shared: &Arc<Shared>, rounds: u64) {
     match term {
         Some(number) => {
             let started = Instant::now();
-            match bounded(db.renew(me, number, LEASE)).await {
+            // A renewal may take until the fence would fall anyway.
+            match within(FENCE_AFTER, db.renew(me, number, LEASE)).await {
                 Ok(true) => renewed(shared, number, started),
                 Ok(false) => fence(shared, number, "another instance holds the dispatch lease"),
                 Err(e) => tracing::warn!(error = %e, term = number,
@@ -344,14 +345,19 @@ async fn feed(shared: Arc<Shared>, dispatcher: DispatcherHandle, term: i64) {
 async fn bounded<T>(
     statement: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    match timeout(STATEMENT_TIMEOUT, statement).await {
+    within(STATEMENT_TIMEOUT, statement).await
+}
+
+/// Runs one coordination statement within `limit`.
+async fn within<T>(
+    limit: std::time::Duration,
+    statement: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match timeout(limit, statement).await {
         Ok(answer) => answer,
         Err(_) => Err(StoreError::Database {
             location: "the cluster's database".into(),
-            detail: format!(
-                "no answer within {}",
-                humantime::format_duration(STATEMENT_TIMEOUT)
-            ),
+            detail: format!("no answer within {}", humantime::format_duration(limit)),
         }),
     }
 }

@@ -4,9 +4,12 @@
 //! - Membership: each instance upserts its `cluster_members` row with its figures every
 //!   heartbeat; a clean stop deletes it.
 //! - The dispatch lease: one `cluster_leader` row. [`ClusterDb::acquire`] takes it once
-//!   its lease ran out (the database's clock decides), raising the term;
-//!   [`ClusterDb::renew`] extends it only under the same term and instance;
-//!   [`ClusterDb::release`] gives it up at once and notifies `gcx_leader`.
+//!   its lease ran out (the database's clock decides), raising the term, which it also
+//!   writes to `cluster_term`; [`ClusterDb::renew`] extends it only under the same term
+//!   and instance; [`ClusterDb::release`] gives it up at once and notifies `gcx_leader`.
+//! - Fencing: the leader's writes, its claims and its takeover read `cluster_term`
+//!   `FOR SHARE` in their transaction, and go on only under their own term. Renewals
+//!   never touch that row, so a busy leader's writes never hold up its renewal.
 //! - The dispatch queue: a group writing accepted triggers with [`WriteBatch::queue`]
 //!   inserts them in `dispatch_queue` and notifies `gcx_dispatch` in its transaction; the
 //!   leader takes them in order with [`ClusterDb::claim`], under its term.
@@ -36,13 +39,13 @@ pub const CHANNEL_FINISHED: &str = "gcx_finished";
 pub const CHANNEL_LEADER: &str = "gcx_leader";
 
 impl PgBackend {
-    /// The current term, with the lease row share-locked until the transaction ends: a
-    /// takeover (an UPDATE of that row) waits for this transaction, and this one for it.
+    /// The current term, share-locked until the transaction ends: a takeover (an UPDATE
+    /// of `cluster_term`) waits for this transaction, and this one for it.
     pub(super) async fn lead_term_shared(
         &self,
         conn: &mut PgConnection,
     ) -> Result<i64, StoreError> {
-        sqlx::query_scalar("SELECT term FROM cluster_leader FOR SHARE")
+        sqlx::query_scalar("SELECT term FROM cluster_term FOR SHARE")
             .fetch_one(conn)
             .await
             .map_err(self.db())
@@ -259,22 +262,34 @@ impl ClusterDb {
     }
 
     /// Takes the lease for `instance` for `lease` if it ran out: `Some(new term)`, or
-    /// `None` while another holds it.
+    /// `None` while another holds it. The new term is written to `cluster_term` in the
+    /// same transaction, once every write fenced to the old one has committed.
     pub async fn acquire(
         &self,
         instance: &str,
         lease: Duration,
     ) -> Result<Option<i64>, StoreError> {
-        sqlx::query_scalar(
+        let mut tx = self.pool.begin().await.map_err(self.db())?;
+        let term: Option<i64> = sqlx::query_scalar(
             "UPDATE cluster_leader SET instance = $1, term = term + 1, \
              lease_until = now() + make_interval(secs => $2) \
              WHERE lease_until <= now() RETURNING term",
         )
         .bind(instance)
         .bind(lease.as_secs_f64())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(self.db())
+        .map_err(self.db())?;
+        let Some(term) = term else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE cluster_term SET term = $1")
+            .bind(term)
+            .execute(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        tx.commit().await.map_err(self.db())?;
+        Ok(Some(term))
     }
 
     /// Extends the lease `instance` holds under `term`; `false` when it no longer does.
@@ -410,7 +425,7 @@ impl ClusterDb {
     /// Refuses unless `term` is the current one; the row stays share-locked until the
     /// transaction ends.
     async fn check_term(&self, conn: &mut PgConnection, term: i64) -> Result<(), StoreError> {
-        let current: i64 = sqlx::query_scalar("SELECT term FROM cluster_leader FOR SHARE")
+        let current: i64 = sqlx::query_scalar("SELECT term FROM cluster_term FOR SHARE")
             .fetch_one(conn)
             .await
             .map_err(self.db())?;

@@ -10,8 +10,8 @@
 //!   or at once to a gcx restarted on the dead one's data folder (`claimant`);
 //! - accepting the same correlationId twice at once fails the second transaction on the
 //!   primary key; the committer retries that write alone and it then sees the first;
-//! - a batch fenced to a term ([`crate::store::WriteBatch::fence`]) reads the lease row
-//!   `FOR SHARE` in its transaction and is refused unless that term still holds it, so a
+//! - a batch fenced to a term ([`crate::store::WriteBatch::fence`]) reads `cluster_term`
+//!   `FOR SHARE` in its transaction and is refused unless that term is current, so a
 //!   takeover and a deposed leader's write are serialized and the late write fails.
 //!
 //! Bulk writes bind one array per column ([`column`]) and `UNNEST` them: one statement,
