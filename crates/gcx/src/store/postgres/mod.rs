@@ -7,7 +7,9 @@
 //! - the rows `due_outbox` returns are leased to the calling instance with
 //!   `FOR UPDATE SKIP LOCKED` plus `claimed_by`/`claimed_until`, so two instances never
 //!   deliver the same row at once, and a dead instance's rows come back after the lease,
-//!   or at once to a gcx restarted on the dead one's data folder (`claimant`);
+//!   or at once to a gcx restarted on the dead one's data folder (`claimant`); one
+//!   instance at a time fetches an endpoint's due rows (a transaction advisory lock),
+//!   since each fetch walks past the rows the others hold;
 //! - accepting the same correlationId twice at once fails the second transaction on the
 //!   primary key; the committer retries that write alone and it then sees the first;
 //! - a batch fenced to a term ([`crate::store::WriteBatch::fence`]) reads `cluster_term`

@@ -39,6 +39,18 @@ impl PgBackend {
             .execute(&mut *tx)
             .await
             .map_err(self.db())?;
+        // One fetch per endpoint at a time across instances: a fetch walks past the rows
+        // the others hold, so concurrent ones cost the database more than they find.
+        // Another instance fetching now answers this one with nothing; its worker sleeps
+        // until its next wake or poll, and the rows are being delivered meanwhile.
+        let first: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+            .bind(format!("gcx outbox fetch {endpoint}"))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        if !first {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
             "WITH due AS (SELECT o.id FROM outbox o \
                WHERE o.endpoint = $1 AND o.status = 'pending' AND o.next_attempt_at <= $2 \
