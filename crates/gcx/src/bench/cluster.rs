@@ -2,8 +2,9 @@
 //! in-process sandbox (limit 50), triggers posted round-robin in batches of 100 by 16
 //! clients. Figures: completed triggers per second at engine latency 0 for each count,
 //! slot utilisation of the cluster at 20 ms, CPU per trigger (the gcx children and the
-//! PostgreSQL server together) for 3 instances against 1, and the time from a `kill -9`
-//! of the leader to the first action the engine gets from its successor.
+//! PostgreSQL server together) for 3 instances against 1, the time from a `kill -9` of
+//! the leader to the first action the engine gets from its successor, and what a leader
+//! and a follower cost while they wait.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -28,6 +29,8 @@ const CLIENTS: usize = 16;
 const BATCH: usize = 100;
 /// The engine's limit.
 pub const LIMIT: u32 = 50;
+/// How long the waiting instances are watched.
+pub const IDLE_WINDOW: Duration = Duration::from_secs(30);
 /// Triggers queued before the leader is killed.
 const TAKEOVER_TRIGGERS: usize = 10_000;
 
@@ -390,6 +393,43 @@ pub async fn takeover(binary: &Path, database_url: &str) -> Result<f64, BenchErr
     let _ = sandbox.shutdown().await;
     schema.drop_now().await?;
     outcome
+}
+
+/// CPU seconds per minute of a leader and a follower waiting with nothing to do (their
+/// heartbeats, renewals and the feeder's poll), over `window` after a warm-up.
+pub async fn idle(
+    binary: &Path,
+    database_url: &str,
+    window: Duration,
+) -> Result<(f64, f64), BenchError> {
+    let sandbox = Sandbox::start(sandbox_options(0))
+        .await
+        .map_err(BenchError::Sandbox)?;
+    let schema = Schema::create(database_url).await?;
+    let cluster = Cluster::start(binary, &sandbox, &schema.url(), 2).await?;
+    let leader = cluster.leader(None, Duration::from_secs(30)).await?;
+    let leader_pid: Option<u32> = leader.rsplit(':').next().and_then(|p| p.parse().ok());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pids = cluster.pids();
+    let before: Vec<f64> = pids
+        .iter()
+        .map(|p| cpu_seconds(*p).unwrap_or(0.0))
+        .collect();
+    tokio::time::sleep(window).await;
+    let per_minute =
+        |i: usize| (cpu_seconds(pids[i]).unwrap_or(0.0) - before[i]) * 60.0 / window.as_secs_f64();
+    let (mut led, mut followed) = (0.0, 0.0);
+    for (i, pid) in pids.iter().enumerate() {
+        if Some(*pid) == leader_pid {
+            led = per_minute(i);
+        } else {
+            followed = per_minute(i);
+        }
+    }
+    cluster.stop().await;
+    let _ = sandbox.shutdown().await;
+    schema.drop_now().await?;
+    Ok((led, followed))
 }
 
 /// The cluster's slot utilisation at `latency_ms` from its throughput.

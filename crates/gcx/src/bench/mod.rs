@@ -573,7 +573,10 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
                 let t = cluster::throughput(binary, url, n, 20, total / 2).await?;
                 m = m.with(id, cluster::utilisation(&t, 20));
             }
+            let (leader, follower) = cluster::idle(binary, url, cluster::IDLE_WINDOW).await?;
             m.with("takeover", cluster::takeover(binary, url).await?)
+                .with("idle_leader", leader)
+                .with("idle_follower", follower)
         }
         "soak" => {
             let Some(binary) = &ctx.gcx_binary else {
