@@ -341,6 +341,18 @@ pub const BENCHES: &[Bench] = &[
                 "s",
                 15.0,
             ),
+            at_most(
+                "idle_leader",
+                "a waiting leader (PostgreSQL)",
+                "CPU s/min",
+                0.1,
+            ),
+            at_most(
+                "idle_follower",
+                "a waiting follower (PostgreSQL)",
+                "CPU s/min",
+                0.1,
+            ),
         ],
         on_demand: false,
     },

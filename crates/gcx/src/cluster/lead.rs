@@ -59,9 +59,10 @@ pub(super) async fn elect(shared: Arc<Shared>) {
                 None => std::future::pending().await,
             }
         };
+        let mut woken = false;
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
-            _ = shared.wakes.leader.notified(), if !leading => {}
+            _ = shared.wakes.leader.notified(), if !leading => woken = true,
             reason = halted => {
                 end_term(&shared, &reason).await;
                 next = Instant::now() + HEARTBEAT;
@@ -71,23 +72,27 @@ pub(super) async fn elect(shared: Arc<Shared>) {
         }
         next = Instant::now() + HEARTBEAT;
         rounds += 1;
-        round(&shared, rounds).await;
+        round(&shared, rounds, woken).await;
     }
 }
 
-/// One round: heartbeat, renew or acquire, read the cluster.
-async fn round(shared: &Arc<Shared>, rounds: u64) {
+/// One round: heartbeat and renew (one statement) if leading, else heartbeat and, when
+/// the lease may be free (`woken` by a release, or its end seen within a round), try to
+/// take it; then read the cluster.
+async fn round(shared: &Arc<Shared>, rounds: u64, woken: bool) {
     let db = &shared.db;
     let me = &shared.member.instance;
-    if let Err(e) = bounded(db.heartbeat(&beat(shared))).await {
-        tracing::debug!(error = %e, "cluster heartbeat failed");
-    }
     let term = shared.leading.lock().as_ref().map(|t| t.number);
     match term {
         Some(number) => {
             let started = Instant::now();
             // A renewal may take until the fence would fall anyway.
-            match within(FENCE_AFTER, db.renew(me, number, LEASE)).await {
+            match within(
+                FENCE_AFTER,
+                db.heartbeat_and_renew(&beat(shared), number, LEASE),
+            )
+            .await
+            {
                 Ok(true) => renewed(shared, number, started),
                 Ok(false) => fence(shared, number, "another instance holds the dispatch lease"),
                 Err(e) => tracing::warn!(error = %e, term = number,
@@ -95,23 +100,39 @@ async fn round(shared: &Arc<Shared>, rounds: u64) {
             }
         }
         None => {
-            let started = Instant::now();
-            match bounded(db.acquire(me, LEASE)).await {
-                Ok(Some(number)) => begin_term(shared, number, started).await,
-                Ok(None) => {}
-                Err(e) => tracing::debug!(error = %e, "trying the dispatch lease failed"),
+            if let Err(e) = bounded(db.heartbeat(&beat(shared))).await {
+                tracing::debug!(error = %e, "cluster heartbeat failed");
+            }
+            if woken || lease_may_be_free(shared) {
+                let started = Instant::now();
+                match bounded(db.acquire(me, LEASE)).await {
+                    Ok(Some(number)) => begin_term(shared, number, started).await,
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!(error = %e, "trying the dispatch lease failed"),
+                }
             }
         }
     }
     look(shared, rounds).await;
 }
 
+/// Whether the lease, as last read, may have run out by the next round (or was never read).
+fn lease_may_be_free(shared: &Shared) -> bool {
+    match *shared.lease_seen.lock() {
+        Some((at, Some(remaining))) => at + remaining <= Instant::now() + HEARTBEAT,
+        _ => true,
+    }
+}
+
 /// Reads the cluster: whether it dispatches (readiness) and the gauges.
 async fn look(shared: &Arc<Shared>, rounds: u64) {
+    let read_at = Instant::now();
     let Ok((members, lease)) = bounded(shared.db.view()).await else {
         shared.dispatching.store(false, Ordering::Relaxed);
+        *shared.lease_seen.lock() = None;
         return;
     };
+    *shared.lease_seen.lock() = Some((read_at, lease.remaining));
     let mine = shared.leading.lock().as_ref().map(|t| t.dispatcher.clone());
     let dispatching = match &mine {
         Some(d) => d.connected_epoch().is_some() && d.halted().is_none(),

@@ -121,6 +121,8 @@ struct Shared {
     finish: finish::FinishWatch,
     /// The term this instance leads, while it does.
     leading: Mutex<Option<lead::Term>>,
+    /// When the lease was last read and what was left of it then.
+    lease_seen: Mutex<Option<(tokio::time::Instant, Option<Duration>)>>,
     /// Whether a live lease holder's stream is connected, as last seen.
     dispatching: std::sync::atomic::AtomicBool,
     stop: CancellationToken,
@@ -150,6 +152,7 @@ impl ClusterHandle {
             wakes: wakes::Wakes::default(),
             finish: finish::FinishWatch::default(),
             leading: Mutex::new(None),
+            lease_seen: Mutex::new(None),
             dispatching: std::sync::atomic::AtomicBool::new(false),
             stop: CancellationToken::new(),
             tasks: Mutex::new(Vec::new()),

@@ -109,6 +109,14 @@ async fn notify(conn: &mut PgConnection, channel: &str) -> Result<(), sqlx::Erro
         .map(drop)
 }
 
+/// A member's row written or refreshed from `$1..$7` ([`MemberBeat`]'s fields in order).
+const UPSERT_MEMBER: &str = "INSERT INTO cluster_members (instance, address, started_at, \
+    heartbeat_at, in_flight, pending, engine_limit, stream_connected) \
+    VALUES ($1, $2, $3, now(), $4, $5, $6, $7) \
+    ON CONFLICT (instance) DO UPDATE SET address = EXCLUDED.address, \
+    heartbeat_at = now(), in_flight = EXCLUDED.in_flight, pending = EXCLUDED.pending, \
+    engine_limit = EXCLUDED.engine_limit, stream_connected = EXCLUDED.stream_connected";
+
 /// What one instance tells the others each heartbeat.
 #[derive(Debug, Clone)]
 pub struct MemberBeat {
@@ -172,24 +180,17 @@ impl ClusterDb {
 
     /// Registers or refreshes `beat.instance`'s row.
     pub async fn heartbeat(&self, beat: &MemberBeat) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO cluster_members (instance, address, started_at, heartbeat_at, \
-             in_flight, pending, engine_limit, stream_connected) \
-             VALUES ($1, $2, $3, now(), $4, $5, $6, $7) \
-             ON CONFLICT (instance) DO UPDATE SET address = EXCLUDED.address, \
-             heartbeat_at = now(), in_flight = EXCLUDED.in_flight, pending = EXCLUDED.pending, \
-             engine_limit = EXCLUDED.engine_limit, stream_connected = EXCLUDED.stream_connected",
-        )
-        .bind(&beat.instance)
-        .bind(&beat.address)
-        .bind(beat.started_at)
-        .bind(i32::try_from(beat.in_flight).unwrap_or(i32::MAX))
-        .bind(i32::try_from(beat.pending).unwrap_or(i32::MAX))
-        .bind(i32::try_from(beat.limit).unwrap_or(i32::MAX))
-        .bind(beat.stream_connected)
-        .execute(&self.pool)
-        .await
-        .map_err(self.db())?;
+        sqlx::query(UPSERT_MEMBER)
+            .bind(&beat.instance)
+            .bind(&beat.address)
+            .bind(beat.started_at)
+            .bind(i32::try_from(beat.in_flight).unwrap_or(i32::MAX))
+            .bind(i32::try_from(beat.pending).unwrap_or(i32::MAX))
+            .bind(i32::try_from(beat.limit).unwrap_or(i32::MAX))
+            .bind(beat.stream_connected)
+            .execute(&self.pool)
+            .await
+            .map_err(self.db())?;
         Ok(())
     }
 
@@ -215,32 +216,52 @@ impl ClusterDb {
         Ok(done.rows_affected())
     }
 
-    /// Every member row, oldest first, and the lease.
+    /// Every member row, oldest first, and the lease, in one statement.
     pub async fn view(&self) -> Result<(Vec<MemberRow>, LeaseRow), StoreError> {
         let rows = sqlx::query(
-            "SELECT instance, address, started_at, \
-             EXTRACT(EPOCH FROM (now() - heartbeat_at))::float8, in_flight, pending, \
-             engine_limit, stream_connected FROM cluster_members ORDER BY started_at, instance",
+            "SELECT l.instance, l.term, CASE WHEN l.lease_until > now() \
+             THEN EXTRACT(EPOCH FROM (l.lease_until - now()))::float8 END, \
+             m.instance, m.address, m.started_at, \
+             EXTRACT(EPOCH FROM (now() - m.heartbeat_at))::float8, m.in_flight, m.pending, \
+             m.engine_limit, m.stream_connected \
+             FROM cluster_leader l LEFT JOIN cluster_members m ON TRUE \
+             ORDER BY m.started_at, m.instance",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(self.db())?;
+        let mut lease = None;
         let mut members = Vec::with_capacity(rows.len());
         for row in rows {
-            let count = |i: usize| -> Result<i32, StoreError> { row.try_get(i).map_err(self.db()) };
-            let age: f64 = row.try_get(3).map_err(self.db())?;
+            let get_i32 =
+                |i: usize| -> Result<i32, StoreError> { row.try_get(i).map_err(self.db()) };
+            if lease.is_none() {
+                let remaining: Option<f64> = row.try_get(2).map_err(self.db())?;
+                lease = Some(LeaseRow {
+                    instance: row.try_get(0).map_err(self.db())?,
+                    term: row.try_get(1).map_err(self.db())?,
+                    remaining: remaining.map(|s| Duration::from_secs_f64(s.max(0.0))),
+                });
+            }
+            let Some(instance) = row.try_get::<Option<String>, _>(3).map_err(self.db())? else {
+                continue;
+            };
+            let age: f64 = row.try_get(6).map_err(self.db())?;
             members.push(MemberRow {
-                instance: row.try_get(0).map_err(self.db())?,
-                address: row.try_get(1).map_err(self.db())?,
-                started_at: row.try_get(2).map_err(self.db())?,
+                instance,
+                address: row.try_get(4).map_err(self.db())?,
+                started_at: row.try_get(5).map_err(self.db())?,
                 heartbeat_age: Duration::from_secs_f64(age.max(0.0)),
-                in_flight: u32::try_from(count(4)?).unwrap_or(0),
-                pending: u64::try_from(count(5)?).unwrap_or(0),
-                limit: u32::try_from(count(6)?).unwrap_or(0),
-                stream_connected: row.try_get(7).map_err(self.db())?,
+                in_flight: u32::try_from(get_i32(7)?).unwrap_or(0),
+                pending: u64::try_from(get_i32(8)?).unwrap_or(0),
+                limit: u32::try_from(get_i32(9)?).unwrap_or(0),
+                stream_connected: row.try_get(10).map_err(self.db())?,
             });
         }
-        Ok((members, self.lease().await?))
+        match lease {
+            Some(lease) => Ok((members, lease)),
+            None => self.lease().await.map(|lease| (members, lease)),
+        }
     }
 
     /// The lease as it stands.
@@ -290,6 +311,34 @@ impl ClusterDb {
             .map_err(self.db())?;
         tx.commit().await.map_err(self.db())?;
         Ok(Some(term))
+    }
+
+    /// [`ClusterDb::heartbeat`] and [`ClusterDb::renew`] of the leader in one statement.
+    pub async fn heartbeat_and_renew(
+        &self,
+        beat: &MemberBeat,
+        term: i64,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let renewed: i64 = sqlx::query_scalar(&format!(
+            "WITH beat AS ({UPSERT_MEMBER}), \
+             renewed AS (UPDATE cluster_leader SET lease_until = now() + make_interval(secs => $9) \
+             WHERE instance = $1 AND term = $8 AND lease_until > now() RETURNING 1) \
+             SELECT count(*) FROM renewed"
+        ))
+        .bind(&beat.instance)
+        .bind(&beat.address)
+        .bind(beat.started_at)
+        .bind(i32::try_from(beat.in_flight).unwrap_or(i32::MAX))
+        .bind(i32::try_from(beat.pending).unwrap_or(i32::MAX))
+        .bind(i32::try_from(beat.limit).unwrap_or(i32::MAX))
+        .bind(beat.stream_connected)
+        .bind(term)
+        .bind(lease.as_secs_f64())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(self.db())?;
+        Ok(renewed == 1)
     }
 
     /// Extends the lease `instance` holds under `term`; `false` when it no longer does.
