@@ -340,7 +340,10 @@ async fn feed(shared: Arc<Shared>, dispatcher: DispatcherHandle, term: i64) {
         let Ok(room) = dispatcher.room().await else {
             return;
         };
-        match bounded(shared.db.claim(term, room.min(MAX_CHUNK))).await {
+        // Not cut short by a timeout: a claim whose commit went through but whose answer
+        // was given up would leave its triggers out of the queue until the next term.
+        // A claim that hangs holds only this feeder; the fence stops the sends.
+        match shared.db.claim(term, room.min(MAX_CHUNK)).await {
             Ok(rows) if rows.is_empty() => {
                 tokio::select! {
                     _ = shared.wakes.dispatch.notified() => {}
