@@ -398,6 +398,40 @@ mod tests {
     }
 
     #[test]
+    fn genesys_flags_fill_the_faults_and_bad_permissions_are_refused() {
+        let o = options(&[
+            "--genesys-withhold-permission",
+            "qa:routing:routingstatus:inject",
+            "--genesys-withhold-permission",
+            "qa:presence:userPresence:inject",
+            "--genesys-event-error-rate",
+            "0.25",
+            "--genesys-processing-lag-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.faults.genesys_withheld_permissions["qa"],
+            [
+                "routing:routingstatus:inject",
+                "presence:userPresence:inject"
+            ]
+        );
+        assert_eq!(o.faults.genesys_event_error_rate, 0.25);
+        assert_eq!(o.faults.genesys_processing_lag_ms, 50);
+        let errors = options(&[
+            "--genesys-withhold-permission",
+            "qa",
+            "--genesys-withhold-permission",
+            "qa:routing:nonsense",
+            "--genesys-event-cap",
+            "0",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+    }
+
+    #[test]
     fn every_reason_is_reported() {
         let errors = options(&[
             "--send-429-rate",
