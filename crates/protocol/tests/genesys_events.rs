@@ -1,6 +1,7 @@
 //! Property tests of the Events API validators (PROTOCOL.md 9.1): generated valid bodies
-//! pass and round-trip, and every single mutation of a valid body is caught, alone, at
-//! its JSON Pointer path.
+//! pass and round-trip, and every single mutation of a valid body (a required field
+//! removed, nulled, of the wrong type or value; a present optional one of the wrong type or
+//! value) is caught, alone, at its JSON Pointer path.
 
 use gcx_protocol::ViolationCode;
 use gcx_protocol::genesys_events::{
@@ -75,6 +76,23 @@ fn required(array: &str) -> Vec<(&'static str, FieldKind)> {
             ],
         ]
         .concat(),
+    }
+}
+
+/// The optional fields of each array's events that a generated body may hold; a wrong
+/// value in one must be caught like a required field's.
+fn optional(array: &str) -> Vec<(&'static str, FieldKind)> {
+    use FieldKind::*;
+    match array {
+        "userPresenceEvents" => vec![("presenceDefinitionId", Uuid)],
+        "communicationEndedEvents" => vec![("destinationConversationId", Uuid)],
+        "userEstablishedEvents" => vec![
+            ("initialConfiguration/audioState/canHear", Bool),
+            ("initialConfiguration/audioState/canSpeak", Bool),
+            ("initialConfiguration/inbound", Bool),
+            ("initialConfiguration/alerting", Bool),
+        ],
+        _ => Vec::new(),
     }
 }
 
@@ -241,10 +259,16 @@ fn bad_value(kind: FieldKind) -> Value {
 /// pointer of the mutated field and the code the validator must report.
 fn mutate(body: &mut Value, pick: usize, mutation: Mutation) -> Option<(String, ViolationCode)> {
     let mut targets = Vec::new();
+    let breaks_optional = matches!(mutation, Mutation::WrongType | Mutation::BadValue);
     for (array, events) in body.as_object()? {
-        for i in 0..events.as_array()?.len() {
+        for (i, event) in events.as_array()?.iter().enumerate() {
             for (field, kind) in required(array) {
                 targets.push((array.clone(), i, field, kind));
+            }
+            for (field, kind) in optional(array) {
+                if breaks_optional && event.pointer(&format!("/{field}")).is_some() {
+                    targets.push((array.clone(), i, field, kind));
+                }
             }
         }
     }

@@ -72,8 +72,8 @@ impl GenesysEvents {
         }
     }
 
-    /// The tenant's state, created on first use (needs a tokio runtime: it starts the lag
-    /// worker).
+    /// The tenant's state, created on first use (inside a tokio runtime this starts its
+    /// lag worker).
     pub(crate) fn tenant(&self, tenant: &str) -> Arc<Tenant> {
         if let Some(t) = self.tenants.read().get(tenant) {
             return t.clone();

@@ -156,7 +156,7 @@ pub struct UserStates {
 }
 
 impl UserStates {
-    /// A tenant's state; spawns its lag worker on the current tokio runtime.
+    /// A tenant's state; spawns its lag worker on the current tokio runtime, if any.
     pub(crate) fn new(cap: usize) -> std::sync::Arc<UserStates> {
         let (changes, _) = broadcast::channel(CHANGES_BUFFERED);
         let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<Accepted>)>();
@@ -168,9 +168,14 @@ impl UserStates {
             changes,
             queue,
         });
-        // The worker holds a weak reference, so dropping the tenant ends it.
+        // The worker holds a weak reference, so dropping the tenant ends it. Without a
+        // runtime (a caller outside tokio) there is no worker: `apply` then finds the queue
+        // closed and applies at once.
         let weak = std::sync::Arc::downgrade(&states);
-        tokio::spawn(async move {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return states;
+        };
+        runtime.spawn(async move {
             while let Some((at, events)) = due.recv().await {
                 tokio::time::sleep_until(at).await;
                 let Some(states) = weak.upgrade() else { break };
@@ -189,7 +194,7 @@ impl UserStates {
         if lag.is_zero() {
             self.apply_now(&events);
         } else if let Err(unsent) = self.queue.send((Instant::now() + lag, events)) {
-            // The worker is gone only if the runtime is shutting down: apply now rather
+            // No worker (no runtime at creation, or it is shutting down): apply now rather
             // than lose the events.
             self.apply_now(&unsent.0.1);
         }
