@@ -12,6 +12,8 @@
 //! - [`validate`]: trigger validation returning *every* [`violation`] (section 3.5).
 //! - [`violation`]: one broken rule: JSON Pointer path, code, message.
 //! - [`events`]: `InteractionEvent`, batch validation, responses and query-back (section 4).
+//! - [`genesys_events`]: the Genesys Cloud Events API bodies, answer and validators
+//!   (section 9.1).
 //! - [`desktop`]: the agent desktop state machine and its transition table (section 4).
 //! - [`rest`]: the Genesys Cloud error body and error codes (section 4.2).
 //! - [`webhook`]: the CRM webhook payload and the QA export (sections 5 and 6).
@@ -24,6 +26,7 @@ pub mod assist;
 pub mod catalogue;
 pub mod desktop;
 pub mod events;
+pub mod genesys_events;
 pub mod oauth;
 pub mod region;
 pub mod rest;

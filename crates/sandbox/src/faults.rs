@@ -1,6 +1,8 @@
 //! Fault settings (PROTOCOL.md section 7): what `GET/PUT /sandbox/faults` show and take,
 //! and the same settings as command-line flags.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Engine latency as a median and a 99th percentile (a lognormal between them).
@@ -67,6 +69,18 @@ pub struct Faults {
     pub crm_latency_ms: u64,
     pub qa_statuses: Vec<u16>,
     pub qa_latency_ms: u64,
+    /// Most Events API requests (PROTOCOL.md 9.1) per client, endpoint and minute.
+    pub genesys_requests_per_minute: Option<u32>,
+    /// Share (0 to 1) of injected events refused in the 200 answer's `errors` (drawn per
+    /// eventId, once: a re-send of a retryable refusal is accepted).
+    pub genesys_event_error_rate: f64,
+    /// Share (0 to 1) of those refusals marked `retryable` (drawn per eventId).
+    pub genesys_event_retryable_share: f64,
+    /// Time between an event's acceptance and its effect on the user state.
+    pub genesys_processing_lag_ms: u64,
+    /// Injection permissions a client lacks (client id -> permissions); every client has
+    /// all three unless listed here.
+    pub genesys_withheld_permissions: BTreeMap<String, Vec<String>>,
     pub seed: u64,
 }
 
@@ -93,6 +107,11 @@ impl Default for Faults {
             crm_latency_ms: 0,
             qa_statuses: Vec::new(),
             qa_latency_ms: 0,
+            genesys_requests_per_minute: None,
+            genesys_event_error_rate: 0.0,
+            genesys_event_retryable_share: 0.0,
+            genesys_processing_lag_ms: 0,
+            genesys_withheld_permissions: BTreeMap::new(),
             seed: 0,
         }
     }
@@ -109,6 +128,11 @@ impl Faults {
             ("send_503_rate", self.send_503_rate),
             ("events_429_rate", self.events_429_rate),
             ("events_5xx_rate", self.events_5xx_rate),
+            ("genesys_event_error_rate", self.genesys_event_error_rate),
+            (
+                "genesys_event_retryable_share",
+                self.genesys_event_retryable_share,
+            ),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 errors.push(format!("{name}: {rate} is not a share between 0 and 1"));
@@ -144,6 +168,10 @@ impl Faults {
                 "events_requests_per_minute",
                 self.events_requests_per_minute.map(u64::from),
             ),
+            (
+                "genesys_requests_per_minute",
+                self.genesys_requests_per_minute.map(u64::from),
+            ),
         ] {
             if v == Some(0) {
                 errors.push(format!("{name}: must be at least 1 (or null for no limit)"));
@@ -162,6 +190,15 @@ impl Faults {
                 errors.push(format!(
                     "{name}: {} not an HTTP status a receiver can answer; expected 200 to 599",
                     bad.join(", ")
+                ));
+            }
+        }
+        let known = gcx_protocol::genesys_events::ALL_PERMISSIONS;
+        for (client, permissions) in &self.genesys_withheld_permissions {
+            for p in permissions.iter().filter(|p| !known.contains(&p.as_str())) {
+                errors.push(format!(
+                    "genesys_withheld_permissions: {client}: {p:?} is not an injection permission; expected one of {}",
+                    known.join(", ")
                 ));
             }
         }
@@ -201,7 +238,7 @@ mod tests {
             serde_json::json!({"median":0,"p99":0})
         );
         assert!(v["sends_per_second"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 21);
+        assert_eq!(v.as_object().unwrap().len(), 26);
     }
 
     #[test]

@@ -57,6 +57,18 @@ pub(crate) struct ApiError {
     retry_after_secs: Option<u64>,
     /// Rate-limit figures to report instead of the middleware's defaults.
     rate: Option<RateInfo>,
+    /// A code of its own and `details` (the Events API's 400s); boxed so the common
+    /// error stays small.
+    extra: Option<Box<Extra>>,
+}
+
+/// What only some errors carry.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// A code that says more than the status's own (`max.batch.size.surpassed`, ...).
+    code: Option<&'static str>,
+    /// Entries of the body's `details` (the Events API's violations, PROTOCOL.md 9.1).
+    details: Vec<serde_json::Value>,
 }
 
 impl ApiError {
@@ -67,6 +79,7 @@ impl ApiError {
             errors: Vec::new(),
             retry_after_secs: None,
             rate: None,
+            extra: None,
         }
     }
 
@@ -87,6 +100,17 @@ impl ApiError {
         self
     }
 
+    /// Writes `code` instead of the status's own code.
+    pub fn with_code(mut self, code: &'static str) -> ApiError {
+        self.extra.get_or_insert_default().code = Some(code);
+        self
+    }
+
+    pub fn with_details(mut self, details: Vec<serde_json::Value>) -> ApiError {
+        self.extra.get_or_insert_default().details = details;
+        self
+    }
+
     pub fn with_rate(mut self, rate: RateInfo) -> ApiError {
         self.rate = Some(rate);
         self
@@ -103,6 +127,9 @@ impl ApiError {
     }
 
     fn code(&self) -> &'static str {
+        if let Some(code) = self.extra.as_ref().and_then(|e| e.code) {
+            return code;
+        }
         match self.status {
             StatusCode::METHOD_NOT_ALLOWED => "method.not.allowed",
             s => code_for_status(s.as_u16()),
@@ -117,7 +144,7 @@ impl IntoResponse for ApiError {
             message: self.message,
             status: self.status.as_u16(),
             context_id: new_uuid().to_string(),
-            details: Vec::new(),
+            details: self.extra.map(|e| e.details).unwrap_or_default(),
             errors: self.errors,
         };
         let mut response = (self.status, axum::Json(body)).into_response();

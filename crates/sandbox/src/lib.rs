@@ -14,6 +14,8 @@
 //! - [`oauth`]: the token endpoint and the live tokens.
 //! - `assist`: the assist engine (handshake, sends, idempotency, concurrency, results).
 //! - `events`: the events endpoint, per-agent transition checking, query-back.
+//! - [`genesys`]: the Genesys Cloud Events API (injection, section 9.1), presence
+//!   definitions, and the per-user state injected events build.
 //! - `receivers`: the CRM and QA webhook receivers.
 //! - `control`: `/sandbox/stats` and `/sandbox/faults`.
 //! - `http_error`: Genesys-style error bodies and the headers every REST answer carries.
@@ -22,6 +24,7 @@
 //! [`serve`] with your own listener and shutdown signal.
 
 pub mod faults;
+pub mod genesys;
 pub mod oauth;
 pub mod options;
 pub mod stats;
@@ -63,6 +66,8 @@ pub struct AppState {
     pub tokens: oauth::Tokens,
     pub engine: assist::Engine,
     pub events: events::EventStore,
+    /// Events API injection: eventId ledgers and per-user state, per tenant.
+    pub genesys: genesys::GenesysEvents,
     pub receivers: receivers::Receivers,
 }
 
@@ -73,6 +78,7 @@ impl AppState {
         Arc::new(AppState {
             engine: assist::Engine::new(&options),
             events: events::EventStore::new(&options),
+            genesys: genesys::GenesysEvents::new(&options),
             receivers: receivers::Receivers::default(),
             faults: RwLock::new(faults),
             faults_changed,
@@ -95,6 +101,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/oauth/token", post(oauth::token))
         .merge(assist::routes())
         .merge(events::routes())
+        .merge(genesys::routes())
         .merge(receivers::routes())
         .merge(control::routes())
         .route(

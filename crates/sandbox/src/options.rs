@@ -1,5 +1,6 @@
 //! What a sandbox is started with; [`SandboxArgs`] is the same as `gcx sandbox` flags.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -30,6 +31,12 @@ pub struct SandboxOptions {
     /// Most events per query-back answer: 10 000 as PROTOCOL.md 4.1 says; smaller values
     /// exist so tests can exercise paging with few events.
     pub query_page_size: usize,
+    /// Most injected eventIds remembered per tenant for Events API idempotency (oldest
+    /// forgotten first).
+    pub genesys_event_cap: usize,
+    /// Most users and most communications kept per tenant in the injected user state
+    /// (oldest evicted first).
+    pub genesys_state_cap: usize,
     /// Connections in HTTP at once, so idle clients cannot use up file descriptors.
     pub max_connections: usize,
     /// Time a client has to send a request's headers (also the idle keep-alive timeout),
@@ -69,6 +76,8 @@ impl Default for SandboxOptions {
             idempotency_cap: 1_000_000,
             query_cap: 2_000_000,
             query_page_size: gcx_protocol::events::MAX_QUERY_EVENTS,
+            genesys_event_cap: 1_000_000,
+            genesys_state_cap: 100_000,
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -188,6 +197,32 @@ pub struct SandboxArgs {
     /// Time the QA receiver takes to answer, in ms.
     #[arg(long, default_value_t = 0)]
     pub qa_latency_ms: u64,
+    /// Most Events API requests (routing status, presence, conversations) per client,
+    /// endpoint and one-minute window; more are refused with 429 (default: no limit).
+    #[arg(long)]
+    pub genesys_requests_per_minute: Option<u32>,
+    /// Share (0 to 1) of injected Events API events refused in the answer's `errors`
+    /// (drawn once per eventId).
+    #[arg(long, default_value_t = 0.0)]
+    pub genesys_event_error_rate: f64,
+    /// Share (0 to 1) of those refused events marked retryable; a re-send is accepted.
+    #[arg(long, default_value_t = 0.0)]
+    pub genesys_event_retryable_share: f64,
+    /// Time between an injected event's acceptance and its effect on the user state, in ms.
+    #[arg(long, default_value_t = 0)]
+    pub genesys_processing_lag_ms: u64,
+    /// An injection permission a client lacks, as CLIENT:PERMISSION (repeatable), e.g.
+    /// qa:routing:routingstatus:inject. Every client has all three otherwise.
+    #[arg(long = "genesys-withhold-permission", value_name = "CLIENT:PERMISSION")]
+    pub genesys_withhold_permissions: Vec<String>,
+    /// Most injected eventIds remembered per client for idempotency; the oldest are
+    /// forgotten first.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub genesys_event_cap: usize,
+    /// Most users and most communications kept per client in the injected user state; the
+    /// oldest are evicted first.
+    #[arg(long, default_value_t = 100_000)]
+    pub genesys_state_cap: usize,
     /// Seed of every random fault draw: the same seed gives the same faults for the same
     /// ids, whatever the interleaving.
     #[arg(long, default_value_t = 0)]
@@ -212,7 +247,7 @@ pub struct SandboxArgs {
 impl SandboxArgs {
     /// The options these flags describe, or every reason they are invalid.
     pub fn into_options(self) -> Result<SandboxOptions, Vec<String>> {
-        let faults = Faults {
+        let mut faults = Faults {
             token_lifetime_secs: self.token_lifetime_secs,
             max_concurrent_actions: self.max_concurrent_actions,
             engine_latency_ms: self.engine_latency_ms,
@@ -233,9 +268,29 @@ impl SandboxArgs {
             crm_latency_ms: self.crm_latency_ms,
             qa_statuses: self.qa_statuses,
             qa_latency_ms: self.qa_latency_ms,
+            genesys_requests_per_minute: self.genesys_requests_per_minute,
+            genesys_event_error_rate: self.genesys_event_error_rate,
+            genesys_event_retryable_share: self.genesys_event_retryable_share,
+            genesys_processing_lag_ms: self.genesys_processing_lag_ms,
+            genesys_withheld_permissions: BTreeMap::new(),
             seed: self.seed,
         };
-        let mut errors = faults.check().err().unwrap_or_default();
+        let mut errors = Vec::new();
+        for spec in &self.genesys_withhold_permissions {
+            match spec.split_once(':') {
+                Some((client, permission)) if !client.is_empty() && !permission.is_empty() => {
+                    faults
+                        .genesys_withheld_permissions
+                        .entry(client.to_owned())
+                        .or_default()
+                        .push(permission.to_owned());
+                }
+                _ => errors.push(format!(
+                    "--genesys-withhold-permission {spec:?}: expected CLIENT:PERMISSION"
+                )),
+            }
+        }
+        errors.extend(faults.check().err().unwrap_or_default());
         let mut positive = |flag: &str, value: usize| {
             if value == 0 {
                 errors.push(format!("--{flag}: must be at least 1, got 0"));
@@ -244,6 +299,8 @@ impl SandboxArgs {
         positive("idempotency-cap", self.idempotency_cap);
         positive("query-cap", self.query_cap);
         positive("query-page-size", self.query_page_size);
+        positive("genesys-event-cap", self.genesys_event_cap);
+        positive("genesys-state-cap", self.genesys_state_cap);
         positive("max-connections", self.max_connections);
         let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
         positive(
@@ -286,6 +343,8 @@ impl SandboxArgs {
             idempotency_cap: self.idempotency_cap,
             query_cap: self.query_cap,
             query_page_size: self.query_page_size,
+            genesys_event_cap: self.genesys_event_cap,
+            genesys_state_cap: self.genesys_state_cap,
             max_connections: self.max_connections,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
@@ -336,6 +395,40 @@ mod tests {
         assert_eq!(o.faults.crm_statuses, vec![503, 503, 429]);
         assert_eq!(o.faults.events_requests_per_minute, Some(5));
         assert_eq!(o.clients.len(), 2);
+    }
+
+    #[test]
+    fn genesys_flags_fill_the_faults_and_bad_permissions_are_refused() {
+        let o = options(&[
+            "--genesys-withhold-permission",
+            "qa:routing:routingstatus:inject",
+            "--genesys-withhold-permission",
+            "qa:presence:userPresence:inject",
+            "--genesys-event-error-rate",
+            "0.25",
+            "--genesys-processing-lag-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.faults.genesys_withheld_permissions["qa"],
+            [
+                "routing:routingstatus:inject",
+                "presence:userPresence:inject"
+            ]
+        );
+        assert_eq!(o.faults.genesys_event_error_rate, 0.25);
+        assert_eq!(o.faults.genesys_processing_lag_ms, 50);
+        let errors = options(&[
+            "--genesys-withhold-permission",
+            "qa",
+            "--genesys-withhold-permission",
+            "qa:routing:nonsense",
+            "--genesys-event-cap",
+            "0",
+        ])
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
     }
 
     #[test]

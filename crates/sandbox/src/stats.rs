@@ -75,6 +75,81 @@ pub struct CrmStats {
     pub order_violations: Counter,
 }
 
+/// Counters of one Events API injection endpoint.
+#[derive(Debug, Default)]
+pub struct GenesysEndpointStats {
+    pub requests: Counter,
+    pub events_accepted: Counter,
+    pub events_refused: Counter,
+}
+
+/// Counters of the Events API (PROTOCOL.md 9.1), under `genesys_events`.
+#[derive(Debug, Default)]
+pub struct GenesysStats {
+    /// Every POST to an injection endpoint, refused ones included.
+    pub requests: Counter,
+    /// Events accepted for the first time (a re-sent accepted eventId is a duplicate).
+    pub events_accepted: Counter,
+    /// Events listed in a 200 answer's `errors` (re-sends of refused ones included).
+    pub events_refused: Counter,
+    /// Of those, the ones marked `retryable`.
+    pub events_refused_retryable: Counter,
+    /// Re-sent eventIds that had been accepted already (answered as accepted, not applied).
+    pub duplicates: Counter,
+    /// 403 answers (a missing permission).
+    pub forbidden: Counter,
+    /// 429 answers.
+    pub rate_limited: Counter,
+    /// 400 answers (schema, zero events, more than 100).
+    pub invalid: Counter,
+    /// Per endpoint, in the order routingstatus, presence, conversations.
+    pub by_endpoint: [GenesysEndpointStats; 3],
+}
+
+/// Names of `genesys_events.by_endpoint`, in the order of [`GenesysStats::by_endpoint`].
+pub const GENESYS_ENDPOINTS: [&str; 3] = ["routingstatus", "presence", "conversations"];
+
+impl GenesysStats {
+    fn to_json(&self) -> Value {
+        let by_endpoint: serde_json::Map<String, Value> = GENESYS_ENDPOINTS
+            .iter()
+            .zip(&self.by_endpoint)
+            .map(|(name, e)| {
+                (
+                    (*name).to_owned(),
+                    json!({"requests": e.requests.get(), "events_accepted": e.events_accepted.get(),
+                           "events_refused": e.events_refused.get()}),
+                )
+            })
+            .collect();
+        json!({
+            "requests": self.requests.get(), "events_accepted": self.events_accepted.get(),
+            "events_refused": self.events_refused.get(),
+            "events_refused_retryable": self.events_refused_retryable.get(),
+            "duplicates": self.duplicates.get(), "forbidden": self.forbidden.get(),
+            "rate_limited": self.rate_limited.get(), "invalid": self.invalid.get(),
+            "by_endpoint": by_endpoint,
+        })
+    }
+
+    fn counters(&self) -> Vec<&Counter> {
+        let mut all = vec![
+            &self.requests,
+            &self.events_accepted,
+            &self.events_refused,
+            &self.events_refused_retryable,
+            &self.duplicates,
+            &self.forbidden,
+            &self.rate_limited,
+            &self.invalid,
+        ];
+        for e in &self.by_endpoint {
+            all.extend([&e.requests, &e.events_accepted, &e.events_refused]);
+        }
+        all
+    }
+}
+
 /// All counters. `in_flight` and `connections_open` are gauges that a reset keeps.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -82,6 +157,7 @@ pub struct Stats {
     pub assist: AssistStats,
     pub events: EventsStats,
     pub crm: CrmStats,
+    pub genesys_events: GenesysStats,
     pub qa_exports: Counter,
     /// The last QA export body (`qa.last`).
     pub qa_last: parking_lot::Mutex<Option<Value>>,
@@ -114,6 +190,7 @@ impl Stats {
                 "order_violations": c.order_violations.get(),
             },
             "qa": {"exports": self.qa_exports.get(), "last": self.qa_last.lock().clone()},
+            "genesys_events": self.genesys_events.to_json(),
         })
     }
 
@@ -150,6 +227,9 @@ impl Stats {
             &c.order_violations,
             &self.qa_exports,
         ] {
+            counter.set(0);
+        }
+        for counter in self.genesys_events.counters() {
             counter.set(0);
         }
         a.max_in_flight_observed.set(a.in_flight.get());

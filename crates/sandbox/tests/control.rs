@@ -22,6 +22,9 @@ async fn faults_show_every_setting_with_the_spec_defaults() {
        "events_requests_per_minute":null,    "events_429_rate":0.0, "events_5xx_rate":0.0,
        "events_async_delay_ms":0,
        "crm_statuses":[],  "crm_latency_ms":0,  "qa_statuses":[],  "qa_latency_ms":0,
+       "genesys_requests_per_minute":null,   "genesys_event_error_rate":0.0,
+       "genesys_event_retryable_share":0.0,  "genesys_processing_lag_ms":0,
+       "genesys_withheld_permissions":{},
        "seed":0});
     assert_eq!(a.body, want);
 }

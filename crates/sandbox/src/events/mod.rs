@@ -10,7 +10,7 @@
 //! - [`body`]: reading a body under a limit; content type; counting events cheaply.
 
 pub(crate) mod batch;
-mod body;
+pub(crate) mod body;
 mod ingest;
 pub(crate) mod query;
 pub(crate) mod rate;
