@@ -88,7 +88,8 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the local emulator of everything gcx talks to.
-    Sandbox(sandbox::Args),
+    // Boxed: the sandbox's flags (every fault) make it far larger than the others.
+    Sandbox(Box<sandbox::Args>),
     /// Show the effective configuration.
     Config(config_cmd::Args),
     /// Validate trigger files or scenario files offline.
@@ -160,7 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&loaded)?;
     let config = loaded.config.clone();
     match command {
-        Command::Sandbox(a) => sandbox::run(a, &global, config).await,
+        Command::Sandbox(a) => sandbox::run(*a, &global, config).await,
         Command::Config(a) => config_cmd::run(a, &global, loaded).await,
         Command::Validate(a) => validate::run(a, &global, config).await,
         Command::Trigger(a) => trigger::run(a, &global, config).await,
