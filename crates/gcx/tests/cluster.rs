@@ -9,7 +9,6 @@ mod serve_support;
 mod store_support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,40 +24,8 @@ use serve_support::*;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
-fn gcx() -> &'static str {
-    env!("CARGO_BIN_EXE_gcx")
-}
-
-/// One instance's configuration file: its own data folder, the shared database.
-fn write_config(dir: &Path, base_url: &str, database_url: &str) -> PathBuf {
-    let text = format!(
-        r#"[genesys]
-base_url = "{base_url}"
-client_id = "gcx-demo"
-client_secret = "gcx-demo-secret"
-[crm]
-url = "{base_url}/crm/webhook"
-[store]
-data_dir = "{data}"
-database_url = "{database_url}"
-[serve]
-bind = "127.0.0.1:0"
-api_keys = ["{KEY}"]
-rate_limit_per_key = 0
-max_batch = 100
-drain_timeout = "20s"
-[delivery]
-max_parallel_per_endpoint = 64
-[log]
-level = "warn,gcx::cluster=info"
-"#,
-        data = dir.join("data").display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("gcx.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
+/// One instance's `[delivery]` table: more attempts in flight per refill for the backlog.
+const DELIVERY: &str = "max_parallel_per_endpoint = 64";
 
 /// A running `gcx serve` child.
 struct Instance {
@@ -70,33 +37,14 @@ struct Instance {
 
 impl Instance {
     async fn start(dir: &Path, base_url: &str, database_url: &str) -> Instance {
-        let config = write_config(dir, base_url, database_url);
-        let ready = dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
-        let child = Command::new(gcx())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config)
-            .arg("--ready-file")
-            .arg(&ready)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("gcx serve starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let v: Value = serde_json::from_str(&text).unwrap();
-                return Instance {
-                    child: Some(child),
-                    url: v["url"].as_str().unwrap().to_owned(),
-                    dir: dir.to_owned(),
-                    config,
-                };
-            }
-            assert!(Instant::now() < deadline, "gcx serve did not get ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        std::fs::create_dir_all(dir).unwrap();
+        let config = write_config(dir, base_url, 100, DELIVERY, Some(database_url));
+        let (child, url) = spawn_serve(&config, dir).await;
+        Instance {
+            child: Some(child),
+            url,
+            dir: dir.to_owned(),
+            config,
         }
     }
 

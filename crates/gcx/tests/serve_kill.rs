@@ -7,8 +7,7 @@
 mod serve_support;
 mod store_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,52 +25,9 @@ const TOTAL: usize = 10_000;
 const BATCH: usize = 100;
 const KILL_AFTER: usize = TOTAL / 2;
 
-fn gcx() -> &'static str {
-    env!("CARGO_BIN_EXE_gcx")
-}
-
 /// The `[delivery]` table of the first test: the default retry schedule.
 const DELIVERY: &str = "# A deep backlog drains faster with more attempts in flight per refill.
 max_parallel_per_endpoint = 64";
-
-/// The service's configuration file: SQLite in `dir`, or PostgreSQL at `database_url`.
-fn write_config(
-    dir: &Path,
-    base_url: &str,
-    batch: usize,
-    delivery: &str,
-    database_url: Option<&str>,
-) -> PathBuf {
-    let database_url = database_url
-        .map(|url| format!("database_url = \"{url}\""))
-        .unwrap_or_default();
-    let text = format!(
-        r#"[genesys]
-base_url = "{base_url}"
-client_id = "gcx-demo"
-client_secret = "gcx-demo-secret"
-[crm]
-url = "{base_url}/crm/webhook"
-[store]
-data_dir = "{data}"
-{database_url}
-[serve]
-bind = "127.0.0.1:0"
-api_keys = ["{KEY}"]
-rate_limit_per_key = 0
-max_batch = {batch}
-drain_timeout = "20s"
-[delivery]
-{delivery}
-[log]
-level = "warn"
-"#,
-        data = dir.join("data").display()
-    );
-    let path = dir.join("gcx.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// SIGKILL, and the process is gone.
 async fn kill_9(mut child: Child) {
@@ -94,32 +50,6 @@ async fn post_the_rest(url: &str, batches: &Arc<Vec<Value>>, acknowledged: &mut 
     let posted = post_batches(url, batches, rest, None).await;
     assert_eq!(posted.len(), expected, "every remaining batch acknowledged");
     acknowledged.extend(posted);
-}
-
-/// Starts `gcx serve` and waits for its ready file; returns the child and its URL.
-async fn spawn_serve(config: &Path, dir: &Path) -> (Child, String) {
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let child = Command::new(gcx())
-        .arg("serve")
-        .arg("--config")
-        .arg(config)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("gcx serve starts");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let v: Value = serde_json::from_str(&text).unwrap();
-            return (child, v["url"].as_str().unwrap().to_owned());
-        }
-        assert!(Instant::now() < deadline, "gcx serve did not get ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Posts batches `todo` with 4 clients until done or the process goes away; returns the

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use gcx::auth::{Credentials, TokenProvider};
@@ -14,6 +16,7 @@ use gcx_protocol::Catalogue;
 use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
 
 pub const KEY: &str = "test-key-0123456789abcdef";
 pub const OTHER_KEY: &str = "other-key-0123456789abcdef";
@@ -120,6 +123,77 @@ where
     let deadline = Instant::now() + limit;
     while !probe().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `gcx` binary of this build.
+pub fn gcx() -> &'static str {
+    env!("CARGO_BIN_EXE_gcx")
+}
+
+/// The service's configuration file: SQLite in `dir`, or PostgreSQL at `database_url`.
+pub fn write_config(
+    dir: &Path,
+    base_url: &str,
+    batch: usize,
+    delivery: &str,
+    database_url: Option<&str>,
+) -> PathBuf {
+    let database_url = database_url
+        .map(|url| format!("database_url = \"{url}\""))
+        .unwrap_or_default();
+    let text = format!(
+        r#"[genesys]
+base_url = "{base_url}"
+client_id = "gcx-demo"
+client_secret = "gcx-demo-secret"
+[crm]
+url = "{base_url}/crm/webhook"
+[store]
+data_dir = "{data}"
+{database_url}
+[serve]
+bind = "127.0.0.1:0"
+api_keys = ["{KEY}"]
+rate_limit_per_key = 0
+max_batch = {batch}
+drain_timeout = "20s"
+[delivery]
+{delivery}
+[log]
+level = "warn,gcx::cluster=info"
+"#,
+        data = dir.join("data").display()
+    );
+    let path = dir.join("gcx.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `gcx serve` (its log to `dir/stderr.log`) and waits for its ready file; returns
+/// the child and its URL.
+pub async fn spawn_serve(config: &Path, dir: &Path) -> (Child, String) {
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let child = Command::new(gcx())
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("gcx serve starts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&ready) {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            return (child, v["url"].as_str().unwrap().to_owned());
+        }
+        assert!(Instant::now() < deadline, "gcx serve did not get ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
