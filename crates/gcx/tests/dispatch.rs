@@ -1062,3 +1062,52 @@ async fn a_chunk_whose_write_fails_is_not_reported_accepted() {
     }
     assert!(d.halted().unwrap().contains("store write failed"));
 }
+
+/// A cluster's leader quiesces before it hands over: once `quiesce` returns, no action
+/// runs and every result the engine sent is written, so the store holds no trigger
+/// `sent` and the next dispatcher re-sends nothing the engine already finished.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_quiesce_nothing_runs_and_every_result_heard_is_written() {
+    let sb = sandbox(Faults {
+        engine_latency_ms: gcx_sandbox::LatencySpec::fixed(40),
+        max_concurrent_actions: 20,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (d, store) = dispatcher(&sb, dir.path(), with_crm(&sb)).await;
+    let input = triggers(400);
+    let mut tickets = Vec::new();
+    for t in &input {
+        tickets.push(d.submit(t.clone()).await.unwrap());
+    }
+    wait_until(Duration::from_secs(10), || {
+        sb.state.stats.assist.results_completed.get() >= 60
+    })
+    .await;
+    let running = d.quiesce(Duration::from_secs(10)).await;
+    assert_eq!(running, 0);
+    let sends = stats(&sb)["assist"]["sends"].as_u64().unwrap();
+    assert_eq!(stats(&sb)["assist"]["in_flight"], 0);
+    let unfinished = store.unfinished_triggers().await.unwrap();
+    assert!(
+        unfinished.iter().all(|r| r.state == TriggerState::Accepted),
+        "a trigger is still `sent` after quiesce: {:?}",
+        unfinished
+            .iter()
+            .filter(|r| r.state != TriggerState::Accepted)
+            .map(|r| r.correlation_id)
+            .collect::<Vec<_>>()
+    );
+    let executed = stats(&sb)["assist"]["executed_unique"].as_u64().unwrap();
+    assert_eq!(
+        unfinished.len() as u64,
+        400 - executed,
+        "every executed one is written"
+    );
+    // Quiesced, it sends nothing more, whatever the engine announces.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stats(&sb)["assist"]["sends"].as_u64().unwrap(), sends);
+    d.shutdown().await;
+    drop(tickets);
+}

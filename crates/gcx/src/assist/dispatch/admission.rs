@@ -34,6 +34,9 @@ pub(super) struct Entry {
     pub(super) slot: Mutex<Option<Slot>>,
     /// What the trigger's tickets see.
     pub(super) phase: watch::Sender<Phase>,
+    /// The router handed it a `result` (counted once in `Core::results_unrecorded` until
+    /// its task ends, having written it).
+    pub(super) result_heard: std::sync::atomic::AtomicBool,
 }
 
 /// What [`DispatcherHandle::register`] found.
@@ -171,6 +174,7 @@ impl DispatcherHandle {
             events,
             slot: Mutex::new(None),
             phase,
+            result_heard: std::sync::atomic::AtomicBool::new(false),
         });
         registry.insert(correlation_id, entry.clone());
         let ticket = Ticket {

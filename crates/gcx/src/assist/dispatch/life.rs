@@ -74,6 +74,9 @@ pub(super) async fn drive(
     let (admission, outcome) = run(&core, &entry, events, job).await;
     // Whatever happened, the slot goes back (normally the router freed it already).
     drop(entry.slot.lock().take());
+    if entry.result_heard.load(Ordering::SeqCst) {
+        core.results_unrecorded.fetch_sub(1, Ordering::SeqCst);
+    }
     metrics::counter!(m::TRIGGERS, "state" => state_label(outcome.state)).increment(1);
     entry
         .phase

@@ -315,6 +315,7 @@ impl Dispatcher {
             unanswered_resumed: Arc::new(AtomicU64::new(unfinished.len() as u64)),
             started: Instant::now(),
             quiesced: AtomicBool::new(false),
+            results_unrecorded: AtomicU64::new(0),
         });
         // The reader calls the router directly: one task hop fewer per answer, and the
         // freed slot reaches the next trigger sooner. Weak: the stream lives in `core`.
@@ -375,6 +376,9 @@ struct Core {
     started: Instant,
     /// Set by [`DispatcherHandle::quiesce`]: the limit stays 0, whatever the engine says.
     quiesced: AtomicBool,
+    /// Triggers whose `result` the router handed over (freeing their slot) and whose task
+    /// has not ended yet, having written it.
+    results_unrecorded: AtomicU64,
 }
 
 impl DispatcherHandle {
@@ -405,8 +409,8 @@ impl DispatcherHandle {
     }
 
     /// Starts no more sends (the limit held at 0, whatever the engine announces) and
-    /// waits until no action is between send and result, or `timeout`; returns how many
-    /// still are. What waits for a slot stays where the store holds it: a cluster's
+    /// waits until no action is between send and result and every result heard is
+    /// written, or `timeout`; returns how many actions still run. What waits for a slot stays where the store holds it: a cluster's
     /// leader does this before it hands its lease over, so that its successor never
     /// re-sends an action this one still runs.
     pub async fn quiesce(&self, timeout: Duration) -> u32 {
@@ -415,7 +419,10 @@ impl DispatcherHandle {
         let deadline = Instant::now() + timeout;
         loop {
             let running = self.core.slots.in_use();
-            if running == 0 || Instant::now() >= deadline {
+            // A result frees its slot before its task writes it: wait for the writes too,
+            // or a successor would re-send what the engine already finished.
+            let unrecorded = self.core.results_unrecorded.load(Ordering::SeqCst);
+            if (running == 0 && unrecorded == 0) || Instant::now() >= deadline {
                 return running;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

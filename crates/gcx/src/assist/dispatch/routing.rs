@@ -86,6 +86,9 @@ pub(super) fn route_event(core: &Core, event: StreamEvent) {
             if let Some(entry) = entry {
                 // The engine freed its place; free ours before the store write.
                 drop(entry.slot.lock().take());
+                if !entry.result_heard.swap(true, Ordering::SeqCst) {
+                    core.results_unrecorded.fetch_add(1, Ordering::SeqCst);
+                }
                 let _ = entry
                     .events
                     .send(TriggerEvent::Result(result, Instant::now()));
