@@ -13,9 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use gcx::bench::soak::account;
-use gcx::config::StoreConfig;
-use gcx::store::Store;
 use gcx_sandbox::{Faults, LatencySpec};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
@@ -212,22 +209,7 @@ async fn audit_verifies(config: &Path, keys: &[PathBuf]) {
 /// The account of `batches` against the store and the sandbox: every trigger stored and
 /// ended once as the engine ended it, both CRM states of each delivered in order.
 async fn account_passes(database_url: &str, dir: &Path, batches: &[Value], s: &Value) {
-    let store = Store::open_read_only(&StoreConfig {
-        data_dir: dir.join("data"),
-        database_url: Some(gcx::config::Secret::new(database_url)),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
-    let ids: Vec<uuid::Uuid> = batches
-        .iter()
-        .flat_map(|b| b.as_array().unwrap())
-        .map(|t| uuid::Uuid::parse_str(&id_of(t)).unwrap())
-        .collect();
-    let account = account::take(&store, &ids, s, chrono::Utc::now())
-        .await
-        .unwrap();
-    store.close().await.unwrap();
+    let account = account_of(Some(database_url), &dir.join("data"), batches, s).await;
     assert!(account.passed(), "{account}{s}");
     assert!(account.pending.is_empty(), "{:?}", account.pending);
     assert_eq!(account.ended.rejected, 0, "no trigger rejected: {account}");

@@ -11,9 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gcx::bench::soak::account;
-use gcx::config::StoreConfig;
-use gcx::store::Store;
 use gcx_sandbox::{Faults, LatencySpec};
 use parking_lot::Mutex;
 use reqwest::StatusCode;
@@ -321,23 +318,8 @@ async fn chaos(database_url: Option<&str>) {
     // (one outcome per action it ran, none for one it never ran: an action run twice, or
     // one whose result was lost, would break it), the CRM has both states of every
     // trigger, in order, each signed; nothing pending, nothing dead-lettered.
-    let store = Store::open_read_only(&StoreConfig {
-        data_dir: dir.path().join("data"),
-        database_url: database_url.map(gcx::config::Secret::new),
-        ..StoreConfig::default()
-    })
-    .await
-    .unwrap();
-    let ids: Vec<uuid::Uuid> = batches
-        .iter()
-        .flat_map(|b| b.as_array().unwrap())
-        .map(|t| uuid::Uuid::parse_str(&id_of(t)).unwrap())
-        .collect();
     let s = stats(&sandbox).await;
-    let account = account::take(&store, &ids, &s, chrono::Utc::now())
-        .await
-        .unwrap();
-    store.close().await.unwrap();
+    let account = account_of(database_url, &dir.path().join("data"), &batches, &s).await;
     assert!(account.passed(), "{account}{s}");
     assert!(account.pending.is_empty(), "{:?}", account.pending);
     let ended = &account.ended;

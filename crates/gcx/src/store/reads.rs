@@ -89,14 +89,8 @@ where
 
     /// See [`super::Store::unfinished_triggers`].
     pub(crate) async fn unfinished_triggers(&self) -> Result<Vec<TriggerRow>, StoreError> {
-        let sql = format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state IN ('accepted', 'sent') \
-             ORDER BY CASE state WHEN 'sent' THEN 0 ELSE 1 END, accepted_at, correlation_id"
-        );
-        let rows = self.rows(&sql, &[]).await?;
-        rows.iter()
-            .map(|r| rows::trigger(r, &self.location))
-            .collect()
+        let rows = self.rows(&unfinished_triggers_sql(), &[]).await?;
+        rows::triggers(&rows, &self.location)
     }
 
     /// The pending messages of `endpoint` due at `now` that head their key, oldest first, at
@@ -209,4 +203,13 @@ where
 /// `n` as a statement's `LIMIT`.
 fn row_limit(n: usize) -> Arg<'static> {
     Arg::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// Every unfinished trigger, `sent` first, then by acceptance: what a restart (or a
+/// cluster's new leader) resumes, in the order it resumes them.
+pub(crate) fn unfinished_triggers_sql() -> String {
+    format!(
+        "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state IN ('accepted', 'sent') \
+         ORDER BY CASE state WHEN 'sent' THEN 0 ELSE 1 END, accepted_at, correlation_id"
+    )
 }

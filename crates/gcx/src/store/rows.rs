@@ -88,6 +88,11 @@ pub(crate) trait Columns: CommonColumns {
     fn status_code(&self, i: usize, location: &str, what: &str) -> Result<Option<u16>, StoreError>;
 }
 
+/// Rows of [`TRIGGER_COLUMNS`], in their order.
+pub(crate) fn triggers<R: Columns>(rows: &[R], l: &str) -> Result<Vec<TriggerRow>, StoreError> {
+    rows.iter().map(|r| trigger(r, l)).collect()
+}
+
 /// A row of [`TRIGGER_COLUMNS`].
 pub(crate) fn trigger(row: &impl Columns, l: &str) -> Result<TriggerRow, StoreError> {
     Ok(TriggerRow {

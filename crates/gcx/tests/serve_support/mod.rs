@@ -197,3 +197,31 @@ pub async fn spawn_serve(config: &Path, dir: &Path) -> (Child, String) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The account of the triggers in `batches` (arrays of trigger JSON) against the store
+/// in `data_dir` (or PostgreSQL at `database_url`) and the sandbox's `stats`: how each
+/// ended, against what the engine and the CRM saw.
+pub async fn account_of(
+    database_url: Option<&str>,
+    data_dir: &Path,
+    batches: &[Value],
+    stats: &Value,
+) -> gcx::bench::soak::account::Account {
+    let store = gcx::store::Store::open_read_only(&gcx::config::StoreConfig {
+        data_dir: data_dir.to_owned(),
+        database_url: database_url.map(Secret::new),
+        ..gcx::config::StoreConfig::default()
+    })
+    .await
+    .unwrap();
+    let ids: Vec<uuid::Uuid> = batches
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .map(|t| uuid::Uuid::parse_str(&id_of(t)).unwrap())
+        .collect();
+    let account = gcx::bench::soak::account::take(&store, &ids, stats, chrono::Utc::now())
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    account
+}

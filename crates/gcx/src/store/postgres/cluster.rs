@@ -28,6 +28,7 @@ use uuid::Uuid;
 use super::PgBackend;
 use crate::store::error::db_error;
 use crate::store::plan::{Change, NewTrigger};
+use crate::store::reads::unfinished_triggers_sql;
 use crate::store::rows::{self, TRIGGER_COLUMNS};
 use crate::store::{StoreError, TriggerRow};
 
@@ -116,6 +117,17 @@ const UPSERT_MEMBER: &str = "INSERT INTO cluster_members (instance, address, sta
     ON CONFLICT (instance) DO UPDATE SET address = EXCLUDED.address, \
     heartbeat_at = now(), in_flight = EXCLUDED.in_flight, pending = EXCLUDED.pending, \
     engine_limit = EXCLUDED.engine_limit, stream_connected = EXCLUDED.stream_connected";
+
+/// [`UPSERT_MEMBER`] and the renewal of the lease held under `$8` for `$9` seconds, in one
+/// statement answering how many leases it renewed (built once).
+static BEAT_AND_RENEW_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH beat AS ({UPSERT_MEMBER}), \
+         renewed AS (UPDATE cluster_leader SET lease_until = now() + make_interval(secs => $9) \
+         WHERE instance = $1 AND term = $8 AND lease_until > now() RETURNING 1) \
+         SELECT count(*) FROM renewed"
+    )
+});
 
 /// What one instance tells the others each heartbeat.
 #[derive(Debug, Clone)]
@@ -320,24 +332,19 @@ impl ClusterDb {
         term: i64,
         lease: Duration,
     ) -> Result<bool, StoreError> {
-        let renewed: i64 = sqlx::query_scalar(&format!(
-            "WITH beat AS ({UPSERT_MEMBER}), \
-             renewed AS (UPDATE cluster_leader SET lease_until = now() + make_interval(secs => $9) \
-             WHERE instance = $1 AND term = $8 AND lease_until > now() RETURNING 1) \
-             SELECT count(*) FROM renewed"
-        ))
-        .bind(&beat.instance)
-        .bind(&beat.address)
-        .bind(beat.started_at)
-        .bind(i32::try_from(beat.in_flight).unwrap_or(i32::MAX))
-        .bind(i32::try_from(beat.pending).unwrap_or(i32::MAX))
-        .bind(i32::try_from(beat.limit).unwrap_or(i32::MAX))
-        .bind(beat.stream_connected)
-        .bind(term)
-        .bind(lease.as_secs_f64())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(self.db())?;
+        let renewed: i64 = sqlx::query_scalar(&BEAT_AND_RENEW_SQL)
+            .bind(&beat.instance)
+            .bind(&beat.address)
+            .bind(beat.started_at)
+            .bind(i32::try_from(beat.in_flight).unwrap_or(i32::MAX))
+            .bind(i32::try_from(beat.pending).unwrap_or(i32::MAX))
+            .bind(i32::try_from(beat.limit).unwrap_or(i32::MAX))
+            .bind(beat.stream_connected)
+            .bind(term)
+            .bind(lease.as_secs_f64())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(self.db())?;
         Ok(renewed == 1)
     }
 
@@ -393,17 +400,11 @@ impl ClusterDb {
             .execute(&mut *tx)
             .await
             .map_err(self.db())?;
-        let rows = sqlx::query(&format!(
-            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE state IN ('accepted', 'sent') \
-             ORDER BY CASE state WHEN 'sent' THEN 0 ELSE 1 END, accepted_at, correlation_id"
-        ))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(self.db())?;
-        let triggers = rows
-            .iter()
-            .map(|r| rows::trigger(r, &self.location))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(&unfinished_triggers_sql())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        let triggers = rows::triggers(&rows, &self.location)?;
         tx.commit().await.map_err(self.db())?;
         Ok(triggers)
     }
@@ -414,22 +415,12 @@ impl ClusterDb {
     pub async fn claim(&self, term: i64, max: usize) -> Result<Vec<TriggerRow>, StoreError> {
         let mut tx = self.pool.begin().await.map_err(self.db())?;
         self.check_term(&mut tx, term).await?;
-        let rows = sqlx::query(&format!(
-            "WITH taken AS (DELETE FROM dispatch_queue WHERE seq IN \
-             (SELECT seq FROM dispatch_queue ORDER BY seq LIMIT $1) \
-             RETURNING seq, correlation_id) \
-             SELECT {} FROM taken JOIN triggers t USING (correlation_id) \
-             WHERE t.state IN ('accepted', 'sent') ORDER BY taken.seq",
-            qualified_trigger_columns()
-        ))
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(self.db())?;
-        let triggers = rows
-            .iter()
-            .map(|r| rows::trigger(r, &self.location))
-            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(&CLAIM_SQL)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(self.db())?;
+        let triggers = rows::triggers(&rows, &self.location)?;
         tx.commit().await.map_err(self.db())?;
         Ok(triggers)
     }
@@ -485,6 +476,19 @@ impl ClusterDb {
         }
     }
 }
+
+/// Takes the queue's first `$1` rows, answering the triggers still unfinished, in queue
+/// order (built once: the leader claims many times a second under load).
+static CLAIM_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH taken AS (DELETE FROM dispatch_queue WHERE seq IN \
+         (SELECT seq FROM dispatch_queue ORDER BY seq LIMIT $1) \
+         RETURNING seq, correlation_id) \
+         SELECT {} FROM taken JOIN triggers t USING (correlation_id) \
+         WHERE t.state IN ('accepted', 'sent') ORDER BY taken.seq",
+        qualified_trigger_columns()
+    )
+});
 
 /// [`TRIGGER_COLUMNS`] qualified with the `t.` alias (the queue shares `correlation_id`).
 fn qualified_trigger_columns() -> String {
