@@ -27,6 +27,7 @@ pub mod catalogue;
 pub mod desktop;
 pub mod events;
 pub mod genesys_events;
+pub mod genesys_notifications;
 pub mod oauth;
 pub mod region;
 pub mod rest;
