@@ -19,7 +19,7 @@ use crate::config::{Config, GenesysConfig, endpoints};
 use crate::desk::live::LiveStats;
 use crate::desk::report::qa_export::QaExport;
 use crate::desk::report::table;
-use crate::desk::scenario::{Agents, parse_agent_id};
+use crate::desk::scenario::{Agents, WireTarget, parse_agent_id};
 use crate::desk::{Overrides, RunOptions, Scenario, Shard, Target, simulate};
 use crate::store::{OutboxMessage, OutboxStatus, Store};
 
@@ -52,6 +52,16 @@ pub struct Args {
     /// Share of deliberately invalid transitions, 0 to 0.5 (negative tests).
     #[arg(long)]
     pub invalid_transitions: Option<f64>,
+    /// Where the events go: interactions-events (this project's events endpoint, the
+    /// sandbox's default) or genesys-events (the Genesys Cloud Events API of an EX org).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+        clap::builder::PossibleValuesParser::new(WireTarget::NAMES),
+        |s| s.parse::<WireTarget>().unwrap_or_default()))]
+    pub target: Option<WireTarget>,
+    /// Watch the agents over the Notifications API and correlate every injected change
+    /// with its notification (genesys-events target; `--observe=false` to turn off).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub observe: Option<bool>,
     /// Output folder (default: gcx-sim-<YYYYMMDD_HHMMSS>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -180,6 +190,8 @@ pub async fn run(args: Args, global: &GlobalArgs, mut config: Config) -> anyhow:
         batch_size: args.batch_size,
         async_mode: args.async_mode,
         invalid_share: args.invalid_transitions,
+        target: args.target,
+        observe: args.observe,
     })?;
     let target = target(global, &config, &scenario)?;
     if let Some(url) = &args.qa_endpoint {

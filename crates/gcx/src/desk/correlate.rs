@@ -383,6 +383,7 @@ mod tests {
                 intended: Duration::ZERO,
                 latency: Duration::ZERO,
                 answered_at: Duration::ZERO,
+                genesys: None,
             })
             .collect()
     }

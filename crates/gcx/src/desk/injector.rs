@@ -29,14 +29,28 @@ use super::rng::SimRng;
 use super::scenario::InjectorSettings;
 use super::sender::{BatchResult, EventsEndpoint, Processed, Sent, send_batch};
 use super::tally::{Outcome, Tally};
+use super::genesys::{self, GenesysEndpoints, GenesysTally, Mapped, Mapper};
 use super::wire::{Identities, SentEvent, encode_batch};
+
+/// Where the loop sends its batches.
+pub enum Route {
+    /// The interactions events endpoint, outcomes by answer or query-back.
+    Interactions {
+        events: Arc<EventsEndpoint>,
+        query: QueryEndpoint,
+    },
+    /// The Genesys Cloud Events API: each transition mapped to its events at generation.
+    Genesys {
+        endpoints: Arc<GenesysEndpoints>,
+        mapper: Mapper,
+    },
+}
 
 /// Everything one run of the loop needs.
 pub struct Injection {
     pub fleet: Fleet,
     pub ids: Identities,
-    pub events: Arc<EventsEndpoint>,
-    pub query: QueryEndpoint,
+    pub route: Route,
     pub settings: InjectorSettings,
     pub live: Arc<LiveStats>,
     /// Stops generating (Ctrl-C); what was generated is still sent and accounted for.
@@ -61,6 +75,10 @@ pub struct Injected {
     /// From the start to the last outcome (query-back included).
     pub elapsed: Duration,
     pub interrupted: bool,
+    /// The Events API's own accounting (`genesys-events` target).
+    pub genesys: Option<GenesysTally>,
+    /// Why the run stopped before its end (a 403: the client lacks a permission).
+    pub stopped: Option<String>,
 }
 
 /// A request's answer, back in the loop.
@@ -85,6 +103,9 @@ struct Books<'a> {
     /// (and at the end), not once per answer, so small batches do not wake its thread
     /// for every event.
     unwritten: Vec<AuditRecord>,
+    genesys: Option<GenesysTally>,
+    /// The first 403 of the Events API.
+    stopped: Option<String>,
 }
 
 fn outcome_of(r: &EventResult) -> Option<Outcome> {
@@ -104,9 +125,15 @@ impl Books<'_> {
     fn on_answered(&mut self, a: &mut Answered) -> Vec<SentEvent> {
         let t = a.sent.answered.saturating_duration_since(self.start);
         let sec = t.as_secs();
-        let retries = u64::from(a.sent.attempts.saturating_sub(1));
+        let (retries, requests) = match &a.sent.result {
+            BatchResult::Genesys(g) => (u64::from(g.retries), u64::from(g.requests)),
+            _ => (
+                u64::from(a.sent.attempts.saturating_sub(1)),
+                u64::from(a.sent.attempts),
+            ),
+        };
         self.retries += retries;
-        self.requests += u64::from(a.sent.attempts);
+        self.requests += requests;
         self.series.at(sec).retries += retries;
         let service = a.sent.answered.saturating_duration_since(a.sent.first_sent);
         for e in &mut a.batch.events {
@@ -163,9 +190,41 @@ impl Books<'_> {
                 processed: Processed::Unknown,
                 ..
             } => lookup = events,
+            BatchResult::Genesys(answer) => {
+                let tally = self.genesys.get_or_insert_with(GenesysTally::default);
+                let mut fates = answer.fates.iter();
+                for e in events {
+                    let mapped = e.genesys.as_deref().unwrap_or(&[]);
+                    let outcome = tally.settle(mapped, fates.by_ref().take(mapped.len()));
+                    done.push((e, outcome, None));
+                }
+                if let Some(why) = &answer.stop {
+                    self.stopped.get_or_insert_with(|| why.clone());
+                }
+            }
         }
         self.finalize(done);
         lookup
+    }
+
+    /// Accounts a batch that will not be sent: the run stopped.
+    fn not_sent(&mut self, batch: Batch) {
+        let why = self.stopped.clone().unwrap_or_default();
+        let reason = format!("not sent: the run stopped ({why})");
+        let tally = self.genesys.get_or_insert_with(GenesysTally::default);
+        let done = batch
+            .events
+            .into_iter()
+            .map(|e| {
+                let mapped = e.genesys.as_deref().unwrap_or(&[]);
+                tally.unsent(mapped);
+                let outcome = Outcome::Failed {
+                    reason: reason.clone(),
+                };
+                (e, outcome, None)
+            })
+            .collect();
+        self.finalize(done);
     }
 
     /// Counts final outcomes and writes their audit records.
@@ -305,8 +364,7 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let Injection {
         mut fleet,
         ids,
-        events: endpoint,
-        query,
+        route,
         settings,
         live,
         cancel,
@@ -329,20 +387,30 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         live: &live,
         audit,
         unwritten: Vec::new(),
+        genesys: None,
+        stopped: None,
     };
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answered>();
-    let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
     let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let pace = query.pace();
-    let correlator = tokio::spawn(correlate::run(
-        query,
-        pace,
-        q_rx,
-        found_tx,
-        awaiting_gauge.clone(),
-    ));
-    let mut q_tx = Some(q_tx);
+    let (send_to, mut mapper, correlator, mut q_tx) = match route {
+        Route::Interactions { events, query } => {
+            let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
+            let pace = query.pace();
+            let correlator = tokio::spawn(correlate::run(
+                query,
+                pace,
+                q_rx,
+                found_tx,
+                awaiting_gauge.clone(),
+            ));
+            (SendTo::Interactions(events), None, Some(correlator), Some(q_tx))
+        }
+        Route::Genesys { endpoints, mapper } => {
+            drop(found_tx);
+            (SendTo::Genesys(endpoints), Some(mapper), None, None)
+        }
+    };
 
     let mut batcher = Batcher::new(fleet.len(), settings.batch_size);
     let mut ready: VecDeque<Batch> = VecDeque::new();
@@ -408,12 +476,17 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                         .min();
                     let behind = oldest.is_some_and(|t| now > t + settings.max_lag);
                     fleet.advance(now, behind, &mut |p| {
+                        let sequence_id = id_rng.uuid();
+                        let genesys = mapper
+                            .as_mut()
+                            .map(|m| m.map(&p, sequence_id, &ids, wall_start));
                         batcher.push(SentEvent {
-                            sequence_id: id_rng.uuid(),
+                            sequence_id,
                             intended: slice_end(p.at, slice),
                             latency: Duration::ZERO,
                             answered_at: Duration::ZERO,
                             planned: p,
+                            genesys,
                         });
                     });
                     if fleet.is_finished(now) {
@@ -431,6 +504,16 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
             }
         }
         live.loop_wakes.fetch_add(1, Relaxed);
+        if books.stopped.is_some() {
+            // A 403: nothing more is sent; what was generated is accounted as not sent.
+            generating = false;
+            while let Some(batch) = ready.pop_front() {
+                changed = true;
+                let t = start.elapsed();
+                batcher.release(batch.serial, &batch.events, |agent| fleet.answered(agent, t));
+                books.not_sent(batch);
+            }
+        }
         while in_flight < settings.max_in_flight {
             let Some(batch) = ready.pop_front() else {
                 break;
@@ -438,14 +521,40 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
             in_flight += 1;
             sent_events += batch.events.len() as u64;
             books.series.at(start.elapsed().as_secs()).sent += batch.events.len() as u64;
-            let (ep, ids, tx) = (endpoint.clone(), ids.clone(), ans_tx.clone());
-            let async_mode = settings.async_mode;
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(batch.events.len() * 280 + 2);
-                encode_batch(&batch.events, &ids, wall_start, &mut buf);
-                let sent = send_batch(&ep, Bytes::from(buf), async_mode).await;
-                let _ = tx.send(Answered { batch, sent });
-            });
+            let tx = ans_tx.clone();
+            match &send_to {
+                SendTo::Interactions(endpoint) => {
+                    let (ep, ids) = (endpoint.clone(), ids.clone());
+                    let async_mode = settings.async_mode;
+                    tokio::spawn(async move {
+                        let mut buf = Vec::with_capacity(batch.events.len() * 280 + 2);
+                        encode_batch(&batch.events, &ids, wall_start, &mut buf);
+                        let sent = send_batch(&ep, Bytes::from(buf), async_mode).await;
+                        let _ = tx.send(Answered { batch, sent });
+                    });
+                }
+                SendTo::Genesys(endpoints) => {
+                    let ep = endpoints.clone();
+                    tokio::spawn(async move {
+                        let first_sent = Instant::now();
+                        let answer = {
+                            let flat: Vec<&Mapped> = batch
+                                .events
+                                .iter()
+                                .flat_map(|e| e.genesys.iter().flat_map(|m| m.iter()))
+                                .collect();
+                            genesys::send::send(&ep, &flat).await
+                        };
+                        let sent = Sent {
+                            first_sent,
+                            answered: Instant::now(),
+                            attempts: answer.retries + 1,
+                            result: BatchResult::Genesys(answer),
+                        };
+                        let _ = tx.send(Answered { batch, sent });
+                    });
+                }
+            }
         }
         if !generating && batcher.pending_len() == 0 && ready.is_empty() && in_flight == 0 {
             if send_phase.is_none() {
@@ -457,7 +566,9 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
             }
         }
     }
-    let _ = correlator.await;
+    if let Some(correlator) = correlator {
+        let _ = correlator.await;
+    }
     books.flush_audit();
     let elapsed = start.elapsed();
     books.publish(elapsed, &fleet.counts(), sent_events, 0);
@@ -472,7 +583,15 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         send_phase: send_phase.unwrap_or(elapsed),
         elapsed,
         interrupted,
+        genesys: books.genesys,
+        stopped: books.stopped,
     }
+}
+
+/// The sending half of a [`Route`], shared by the request tasks.
+enum SendTo {
+    Interactions(Arc<EventsEndpoint>),
+    Genesys(Arc<GenesysEndpoints>),
 }
 
 #[cfg(test)]

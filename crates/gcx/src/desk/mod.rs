@@ -29,6 +29,7 @@ pub mod agents;
 pub mod batcher;
 pub mod correlate;
 pub mod dist;
+pub mod genesys;
 pub mod injector;
 pub mod latency;
 pub mod live;

@@ -14,15 +14,16 @@ use uuid::Uuid;
 
 use super::agents::{Fleet, FleetSpec, LoadModel};
 use super::correlate::QueryEndpoint;
-use super::injector::{Injection, inject};
+use super::genesys::{self, Mapper};
+use super::injector::{Injection, Route, inject};
 use super::latency;
 use super::live::LiveStats;
 use super::report::audit_file::{AuditFiles, AuditWriter};
 use super::report::qa_export::{self, QaExport, QaExportError};
-use super::report::summary::{Extended, Histograms, RunInfo, Summary};
+use super::report::summary::{Extended, GenesysReport, Histograms, RunInfo, Summary};
 use super::report::{self, ReportFiles};
 use super::rng::SimRng;
-use super::scenario::{Agents, Scenario};
+use super::scenario::{Agents, InjectorSettings, Scenario, WireTarget};
 use super::sender::EventsEndpoint;
 use super::transport::{SetupError, Transport};
 use super::wire::Identities;
@@ -154,6 +155,56 @@ fn token_error(origin: &str, e: AuthError) -> SimulateError {
     }
 }
 
+/// The interactions events endpoint and its query-back, each checked before the run.
+async fn interactions_route(
+    api: &str,
+    target: &Target,
+    inj: &InjectorSettings,
+    scenario: &Scenario,
+    http: reqwest::Client,
+    tokens: Arc<TokenProvider>,
+) -> Result<Route, SimulateError> {
+    // Parsed once here, before anything is written or sent, not on every request.
+    let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
+    let transport =
+        Transport::new(&events_url, http.clone(), inj.request_timeout).map_err(|e| match e {
+            SetupError::Url(detail) => SimulateError::BadUrl {
+                origin: target.origin.clone(),
+                url: events_url.clone(),
+                detail,
+            },
+            other => SimulateError::Transport(other),
+        })?;
+    let query = QueryEndpoint {
+        http: http.clone(),
+        url: format!("{api}{QUERY_PATH}"),
+        tokens: tokens.clone(),
+        interval: scenario.query.interval,
+        timeout: scenario.query.timeout,
+    };
+    query.query(vec![Uuid::new_v4()]).await.map_err(|e| match e {
+        super::correlate::QueryError::Transport(t) => SimulateError::Unreachable {
+            origin: target.origin.clone(),
+            url: query.url.clone(),
+            detail: t.to_string(),
+        },
+        other => SimulateError::Refused {
+            origin: target.origin.clone(),
+            detail: format!("the query-back endpoint (needed to account for every event) is not usable: {other}"),
+        },
+    })?;
+
+    Ok(Route::Interactions {
+        events: Arc::new(EventsEndpoint {
+            transport,
+            tokens,
+            request_timeout: inj.request_timeout,
+            retry_deadline: inj.retry_deadline,
+        }),
+        query,
+    })
+}
+
 /// Runs one simulation (or one shard of it) to the end.
 pub async fn simulate(
     scenario: &Scenario,
@@ -185,8 +236,14 @@ pub async fn simulate(
         &target.login_base,
         &target.client_id,
         target.client_secret.clone(),
-    )
-    .with_scopes([SCOPE_INTERACTIONS_READ, SCOPE_ANALYTICS_QUERY]);
+    );
+    // The Events API asks for permissions (roles), not scopes.
+    let credentials = match scenario.target {
+        WireTarget::InteractionsEvents => {
+            credentials.with_scopes([SCOPE_INTERACTIONS_READ, SCOPE_ANALYTICS_QUERY])
+        }
+        WireTarget::GenesysEvents => credentials,
+    };
     // Token requests give up after 10 s, so an unreachable login fails the run quickly.
     let token_retry = RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(2))
         .with_deadline(Duration::from_secs(10));
@@ -199,35 +256,36 @@ pub async fn simulate(
         .await
         .map_err(|e| token_error(&target.origin, e))?;
     let api = target.api_base.trim_end_matches('/');
-    // Parsed once here, before anything is written or sent, not on every request.
-    let events_url = format!("{api}{EVENTS_PATH}?async={}", inj.async_mode);
-    let transport =
-        Transport::new(&events_url, http.clone(), inj.request_timeout).map_err(|e| match e {
-            SetupError::Url(detail) => SimulateError::BadUrl {
+    let route = match scenario.target {
+        WireTarget::InteractionsEvents => {
+            interactions_route(api, target, inj, scenario, http.clone(), tokens.clone()).await?
+        }
+        WireTarget::GenesysEvents => {
+            let (endpoints, on_queue) = genesys::connect::connect(
+                api,
+                http.clone(),
+                tokens.clone(),
+                inj.request_timeout,
+                inj.retry_deadline,
+            )
+            .await
+            .map_err(|e| SimulateError::Refused {
                 origin: target.origin.clone(),
-                url: events_url.clone(),
-                detail,
-            },
-            other => SimulateError::Transport(other),
-        })?;
-    let query = QueryEndpoint {
-        http: http.clone(),
-        url: format!("{api}{QUERY_PATH}"),
-        tokens: tokens.clone(),
-        interval: scenario.query.interval,
-        timeout: scenario.query.timeout,
+                detail: format!("the Genesys Cloud Events API is not usable: {e}"),
+            })?;
+            let map = &scenario.genesys.map;
+            if map.presence && on_queue.is_none() {
+                return Err(SimulateError::Refused {
+                    origin: target.origin.clone(),
+                    detail: "genesys.presence is on but the org lists no `On Queue` presence definition (GET /api/v2/presence/definitions)".into(),
+                });
+            }
+            Route::Genesys {
+                endpoints: Arc::new(endpoints),
+                mapper: Mapper::new(global.len(), map.clone(), on_queue),
+            }
+        }
     };
-    query.query(vec![Uuid::new_v4()]).await.map_err(|e| match e {
-        super::correlate::QueryError::Transport(t) => SimulateError::Unreachable {
-            origin: target.origin.clone(),
-            url: query.url.clone(),
-            detail: t.to_string(),
-        },
-        other => SimulateError::Refused {
-            origin: target.origin.clone(),
-            detail: format!("the query-back endpoint (needed to account for every event) is not usable: {other}"),
-        },
-    })?;
 
     // Outputs.
     let started = chrono::Local::now();
@@ -266,18 +324,11 @@ pub async fn simulate(
         login_over: scenario.login_over,
         end: scenario.end,
     });
-    let events = Arc::new(EventsEndpoint {
-        transport,
-        tokens: tokens.clone(),
-        request_timeout: inj.request_timeout,
-        retry_deadline: inj.retry_deadline,
-    });
     let wall_start = chrono::Utc::now();
     let injection = Injection {
         fleet,
         ids: Identities::new(agent_ids, id_rng.next_u64()),
-        events,
-        query,
+        route,
         settings: inj.clone(),
         live: opts.live.clone(),
         cancel: opts.cancel.clone(),
@@ -299,6 +350,14 @@ pub async fn simulate(
         },
     };
     let audit = audit.finish().map_err(SimulateError::Audit)?;
+    if let Some(why) = &injected.stopped {
+        return Err(SimulateError::Refused {
+            origin: target.origin.clone(),
+            detail: format!(
+                "the Events API refused this client, so the run stopped at its first answer: {why}. Give the OAuth client a role with that permission (README, \"Running against a real org\")"
+            ),
+        });
+    }
 
     let t = &injected.tally;
     let mut summary = Summary {
@@ -328,6 +387,7 @@ pub async fn simulate(
             ..Extended::default()
         },
         run: RunInfo {
+            target: scenario.target.name().to_owned(),
             started_at: gcx_protocol::time::format(wall_start),
             finished_at: gcx_protocol::time::now(),
             duration_s: injected.elapsed.as_secs_f64(),
@@ -356,6 +416,10 @@ pub async fn simulate(
             service_us: latency::encode(&injected.latency.service),
             async_e2e_us: latency::encode(&injected.latency.e2e),
         },
+        genesys: injected
+            .genesys
+            .clone()
+            .map(|events| GenesysReport { events }),
         ..Summary::default()
     };
     // The histograms were just encoded from valid ones, so decoding them cannot fail.

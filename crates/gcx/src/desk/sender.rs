@@ -12,6 +12,7 @@ use gcx_protocol::events::{AsyncBatchResponse, SyncBatchResponse};
 use gcx_protocol::rest::ErrorBody;
 use tokio::time::Instant;
 
+use super::genesys::GenesysAnswer;
 use super::transport::{Answer, Transport, TransportError};
 use crate::auth::TokenProvider;
 use crate::retry::{RetryPolicy, retry_after_header};
@@ -46,6 +47,8 @@ pub enum BatchResult {
         reason: String,
         processed: Processed,
     },
+    /// The `genesys-events` target: a fate per Events API event.
+    Genesys(GenesysAnswer),
 }
 
 /// A batch's result with its timing.

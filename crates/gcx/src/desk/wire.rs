@@ -11,6 +11,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::agents::PlannedEvent;
+use super::genesys::Mapped;
 use super::rng::SimRng;
 
 /// An event on its way: what was planned, its sequenceId, and what we learn when its
@@ -27,6 +28,8 @@ pub struct SentEvent {
     pub latency: Duration,
     /// When its request was answered (from the run start).
     pub answered_at: Duration,
+    /// Its Events API events (the `genesys-events` target), mapped at generation.
+    pub genesys: Option<Arc<[Mapped]>>,
 }
 
 /// The run's ids: agents (random per run unless given) and interactions (derived).
@@ -125,6 +128,7 @@ mod tests {
                 intended: Duration::ZERO,
                 latency: Duration::ZERO,
                 answered_at: Duration::ZERO,
+                genesys: None,
             })
             .collect();
         let start = gcx_protocol::time::parse("2026-11-21T10:00:00Z").unwrap();

@@ -4,6 +4,7 @@
 //! computed by one function from the raw counts and histograms, so a merged summary is
 //! computed exactly like a single one.
 
+use crate::desk::genesys::GenesysTally;
 use std::collections::BTreeMap;
 
 use gcx_protocol::webhook::SimulationMetrics;
@@ -48,6 +49,8 @@ pub struct Extended {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunInfo {
+    /// `interactions-events` or `genesys-events`.
+    pub target: String,
     pub started_at: String,
     pub finished_at: String,
     /// From start to the last outcome.
@@ -107,6 +110,15 @@ pub struct Summary {
     pub series: Vec<SecondPoint>,
     #[serde(default)]
     pub histograms: Histograms,
+    /// The `genesys-events` target's own figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesys: Option<GenesysReport>,
+}
+
+/// What the Events API did with each event, by kind (`genesys-events` target).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GenesysReport {
+    pub events: GenesysTally,
 }
 
 impl Summary {

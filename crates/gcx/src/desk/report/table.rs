@@ -81,6 +81,29 @@ pub fn render(s: &Summary) -> String {
         ),
     ];
     let mut rows = rows;
+    if let Some(g) = &s.genesys {
+        // Refusals of the Events API are not state mismatches: it checks fields only.
+        if let Some(row) = rows.iter_mut().find(|(k, _)| *k == "rejected") {
+            row.1 = format!("{} (refused by the Events API)", m.rejected);
+        }
+        let total = g.events.total();
+        rows.push((
+            "Events API events",
+            format!(
+                "{} accepted, {} refused, {} failed",
+                total.accepted, total.refused, total.failed
+            ),
+        ));
+        for (kind, c) in &g.events.by_kind {
+            rows.push((
+                "",
+                format!(
+                    "  {kind}: {} accepted, {} refused, {} failed",
+                    c.accepted, c.refused, c.failed
+                ),
+            ));
+        }
+    }
     if s.latency.async_e2e.count > 0 {
         rows.push((
             "async end-to-end",

@@ -28,6 +28,7 @@ pub use overrides::Overrides;
 
 use super::agents::{LoadModel, RunEnd};
 use super::dist::TimeDist;
+use super::genesys::MapSettings;
 use super::schedule::{ArrivalPattern, RateProfile, Stage};
 use super::thresholds::Threshold;
 use super::workflow::{Workflow, WorkflowError, idx};
@@ -84,6 +85,62 @@ pub struct QuerySettings {
     pub timeout: Duration,
 }
 
+/// Which API the events go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireTarget {
+    /// The interactions events endpoint of PROTOCOL.md section 4 (`gcx sandbox`).
+    #[default]
+    InteractionsEvents,
+    /// The Genesys Cloud Events API (PROTOCOL.md 9.1; EX orgs).
+    GenesysEvents,
+}
+
+impl WireTarget {
+    pub const NAMES: [&'static str; 2] = ["interactions-events", "genesys-events"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WireTarget::InteractionsEvents => Self::NAMES[0],
+            WireTarget::GenesysEvents => Self::NAMES[1],
+        }
+    }
+}
+
+impl std::str::FromStr for WireTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "interactions-events" => Ok(WireTarget::InteractionsEvents),
+            "genesys-events" => Ok(WireTarget::GenesysEvents),
+            other => Err(format!(
+                "unknown target {other:?}; targets are: {}",
+                WireTarget::NAMES.join(", ")
+            )),
+        }
+    }
+}
+
+/// The `genesys-events` target's settings (`[genesys]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenesysSettings {
+    pub map: MapSettings,
+    /// Watch the agents' topics over the Notifications API and correlate.
+    pub observe: bool,
+    /// How long after the last injection answer notifications are still waited for.
+    pub observe_grace: Duration,
+}
+
+impl Default for GenesysSettings {
+    fn default() -> Self {
+        GenesysSettings {
+            map: MapSettings::default(),
+            observe: false,
+            observe_grace: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A validated scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -106,6 +163,8 @@ pub struct Scenario {
     pub thresholds: Vec<Threshold>,
     /// A base URL from the file, and where it was written (for error messages).
     pub base_url: Option<(String, String)>,
+    pub target: WireTarget,
+    pub genesys: GenesysSettings,
 }
 
 fn ms(v: u64) -> Duration {
@@ -157,6 +216,8 @@ impl Default for Scenario {
             },
             thresholds: Vec::new(),
             base_url: None,
+            target: WireTarget::InteractionsEvents,
+            genesys: GenesysSettings::default(),
         }
     }
 }
@@ -372,6 +433,7 @@ impl Scenario {
         }
         s.seed = raw.seed.as_ref().map(|v| *v.get_ref());
         injector(&c, &raw, &mut s);
+        genesys(&c, &raw, &mut s);
 
         // End of the run.
         let duration = raw
@@ -455,6 +517,103 @@ impl Scenario {
     pub fn with_overrides(mut self, o: &Overrides) -> Result<Scenario, ScenarioError> {
         o.apply(&mut self)?;
         Ok(self)
+    }
+}
+
+/// `target` and `[genesys]`, and what the Events API cannot take.
+fn genesys(c: &Checker<'_>, raw: &RawScenario, s: &mut Scenario) {
+    if let Some(v) = &raw.target {
+        match v.get_ref().parse::<WireTarget>() {
+            Ok(t) => s.target = t,
+            Err(m) => c.report(c.err(v.span(), "target", m)),
+        }
+    }
+    let Some(g) = &raw.genesys else {
+        if let Some(v) = &raw.target {
+            for m in s.target_problems() {
+                c.report(c.err(v.span(), "target", m));
+            }
+        }
+        return;
+    };
+    let set = &mut s.genesys;
+    if let Some(v) = &g.presence {
+        set.map.presence = *v.get_ref();
+    }
+    if let Some(v) = &g.hold_share {
+        let x = *v.get_ref();
+        if (0.0..=1.0).contains(&x) {
+            set.map.hold_share = x;
+        } else {
+            c.report(c.err(
+                v.span(),
+                "genesys.hold_share",
+                format!("a share from 0 to 1, got {x}"),
+            ));
+        }
+    }
+    if let Some(v) = &g.source_id {
+        match Uuid::parse_str(v.get_ref()) {
+            Ok(u) => set.map.source_id = u,
+            Err(_) => c.report(c.err(
+                v.span(),
+                "genesys.source_id",
+                format!(
+                    "{:?} is not a UUID (the id of the external platform the events come from)",
+                    v.get_ref()
+                ),
+            )),
+        }
+    }
+    if let Some(v) = &g.observe {
+        set.observe = *v.get_ref();
+    }
+    if let Some(v) = &g.observe_grace
+        && let Some(d) = c.keep(c.span_in(v, "genesys.observe_grace", true))
+    {
+        set.observe_grace = d;
+    }
+    let at = raw
+        .target
+        .as_ref()
+        .map(|v| (v.span(), "target"))
+        .or_else(|| g.observe.as_ref().map(|v| (v.span(), "genesys.observe")));
+    if let Some((span, field)) = at {
+        for m in s.target_problems() {
+            c.report(c.err(span.clone(), field, m));
+        }
+    }
+}
+
+impl Scenario {
+    /// What this scenario asks that its target cannot do (empty: nothing).
+    pub fn target_problems(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        match self.target {
+            WireTarget::GenesysEvents => {
+                if self.invalid_share > 0.0 {
+                    found.push(format!(
+                        "invalid_transitions is {} but the genesys-events target takes none: the Events API checks fields, not transitions, so an invalid transition would be accepted; set it to 0",
+                        self.invalid_share
+                    ));
+                }
+                if self.injector.async_mode {
+                    found.push(
+                        "async is on but the Events API answers every request synchronously; turn it off"
+                            .into(),
+                    );
+                }
+            }
+            WireTarget::InteractionsEvents => {
+                if self.genesys.observe {
+                    found.push(
+                        "observing needs the genesys-events target (the Notifications API reports what the Events API injected)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        found
     }
 }
 

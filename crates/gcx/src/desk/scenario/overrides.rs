@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::super::agents::{LoadModel, RunEnd};
 use super::super::schedule::RateProfile;
 use super::bounds::{self, MAX_AGENTS, MAX_ITERATIONS};
-use super::{Agents, Scenario, ScenarioError, ScenarioViolation};
+use super::{Agents, Scenario, ScenarioError, ScenarioViolation, WireTarget};
 
 /// Values given on the command line; `None` keeps the scenario's.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -20,6 +20,8 @@ pub struct Overrides {
     pub batch_size: Option<usize>,
     pub async_mode: Option<bool>,
     pub invalid_share: Option<f64>,
+    pub target: Option<WireTarget>,
+    pub observe: Option<bool>,
 }
 
 impl Overrides {
@@ -101,6 +103,22 @@ impl Overrides {
                     "--invalid-transitions",
                     format!("a share from 0 to 0.5, got {x}"),
                 );
+            }
+        }
+        if let Some(t) = self.target {
+            s.target = t;
+        }
+        if let Some(o) = self.observe {
+            s.genesys.observe = o;
+        }
+        if self.target.is_some() || self.observe.is_some() || self.invalid_share.is_some() || self.async_mode.is_some() {
+            let flag = if self.observe == Some(true) && self.target.is_none() {
+                "--observe"
+            } else {
+                "--target"
+            };
+            for m in s.target_problems() {
+                bad(flag, m);
             }
         }
         ScenarioError::check(found)

@@ -63,6 +63,8 @@ pub struct RawScenario {
     pub workflow: Option<RawWorkflow>,
     pub time_in_state: Option<PerState<Spanned<toml::Value>>>,
     pub query: Option<RawQuery>,
+    pub target: Option<Spanned<String>>,
+    pub genesys: Option<RawGenesys>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +120,17 @@ impl<T> PerState<T> {
             self.wrapping,
         ]
     }
+}
+
+/// `[genesys]`: how the `genesys-events` target maps and observes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGenesys {
+    pub presence: Option<Spanned<bool>>,
+    pub hold_share: Option<Spanned<f64>>,
+    pub source_id: Option<Spanned<String>>,
+    pub observe: Option<Spanned<bool>>,
+    pub observe_grace: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -425,3 +425,45 @@ fn the_shipped_examples_parse() {
         assert!(!s.thresholds.is_empty(), "{name}");
     }
 }
+
+#[test]
+fn the_genesys_target_reads_its_table_and_refuses_what_the_events_api_cannot_take() {
+    let s = Scenario::from_toml(
+        "target = \"genesys-events\"\n[genesys]\npresence = true\nhold_share = 0.25\nobserve = true\nobserve_grace = \"2s\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert_eq!(s.target, WireTarget::GenesysEvents);
+    assert!(s.genesys.map.presence && s.genesys.observe);
+    assert_eq!(s.genesys.map.hold_share, 0.25);
+    assert_eq!(s.genesys.observe_grace, Duration::from_secs(2));
+
+    check_err(
+        "invalid_transitions = 0.1\ntarget = \"genesys-events\"\n",
+        2,
+        "target",
+        "checks fields, not transitions",
+    );
+    check_err("target = \"genesys\"\n", 1, "target", "genesys-events");
+    check_err(
+        "[genesys]\nobserve = true\n",
+        2,
+        "genesys.observe",
+        "needs the genesys-events target",
+    );
+    check_err(
+        "target = \"genesys-events\"\n[genesys]\nhold_share = 2.0\n",
+        3,
+        "genesys.hold_share",
+        "from 0 to 1",
+    );
+    // A flag that turns the target on is checked against the file's values too.
+    let file = Scenario::from_toml("invalid_transitions = 0.2\n", "t.toml").unwrap();
+    let e = file
+        .with_overrides(&Overrides {
+            target: Some(WireTarget::GenesysEvents),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("--target"), "{e}");
+}
