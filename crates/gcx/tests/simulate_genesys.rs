@@ -104,13 +104,19 @@ fn last_states(dir: &Path) -> HashMap<Uuid, AgentState> {
 async fn every_transition_reaches_the_events_api_and_both_sides_agree() {
     let sb = sandbox(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let report = run(&sb, &scenario(40, 20.0, 2.0), dir.path()).await.unwrap();
+    let report = run(&sb, &scenario(40, 20.0, 2.0), dir.path())
+        .await
+        .unwrap();
     let m = &report.summary.metrics;
     assert!(m.total_events > 100, "{m:?}");
     assert_eq!(m.successful_injections, m.total_events, "{m:?}");
     assert_eq!(m.missing + report.summary.extended.failed + m.rejected, 0);
 
-    let g = report.summary.genesys.as_ref().expect("the Events API figures");
+    let g = report
+        .summary
+        .genesys
+        .as_ref()
+        .expect("the Events API figures");
     let total = g.events.total();
     let s = stats(&sb);
     assert_eq!(s["events_accepted"], total.accepted, "{s}");
@@ -165,7 +171,9 @@ async fn a_retryable_error_storm_loses_and_duplicates_nothing() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let report = run(&sb, &scenario(30, 15.0, 2.0), dir.path()).await.unwrap();
+    let report = run(&sb, &scenario(30, 15.0, 2.0), dir.path())
+        .await
+        .unwrap();
     let m = &report.summary.metrics;
     assert_eq!(m.successful_injections, m.total_events, "{m:?}");
     assert!(m.retries > 0, "the storm was felt: {m:?}");
@@ -186,7 +194,9 @@ async fn non_retryable_refusals_are_counted_with_their_message_and_never_resent(
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let report = run(&sb, &scenario(30, 15.0, 1.5), dir.path()).await.unwrap();
+    let report = run(&sb, &scenario(30, 15.0, 1.5), dir.path())
+        .await
+        .unwrap();
     let g = &report.summary.genesys.as_ref().unwrap().events;
     let total = g.total();
     let s = stats(&sb);
@@ -195,7 +205,11 @@ async fn non_retryable_refusals_are_counted_with_their_message_and_never_resent(
     assert_eq!(s["events_accepted"], total.accepted, "{s}");
     assert_eq!(g.refused_messages.values().sum::<u64>(), total.refused);
     let m = &report.summary.metrics;
-    assert_eq!(m.successful_injections + m.rejected, m.total_events, "{m:?}");
+    assert_eq!(
+        m.successful_injections + m.rejected,
+        m.total_events,
+        "{m:?}"
+    );
     assert_eq!(m.retries, 0, "nothing retryable, nothing re-sent");
 }
 

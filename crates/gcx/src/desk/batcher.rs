@@ -145,7 +145,7 @@ mod tests {
             intended: Duration::from_millis(n),
             latency: Duration::ZERO,
             answered_at: Duration::ZERO,
-                genesys: None,
+            genesys: None,
         }
     }
 

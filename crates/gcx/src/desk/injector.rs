@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::agents::{Fleet, FleetCounts};
 use super::batcher::{Batch, Batcher};
 use super::correlate::{self, Found, QueryEndpoint};
+use super::genesys::{self, GenesysEndpoints, GenesysTally, Mapped, Mapper};
 use super::latency::{Latency, SecondPoint, Series};
 use super::live::LiveStats;
 use super::report::audit_file::{AuditRecord, AuditWriter};
@@ -29,7 +30,6 @@ use super::rng::SimRng;
 use super::scenario::InjectorSettings;
 use super::sender::{BatchResult, EventsEndpoint, Processed, Sent, send_batch};
 use super::tally::{Outcome, Tally};
-use super::genesys::{self, GenesysEndpoints, GenesysTally, Mapped, Mapper};
 use super::wire::{Identities, SentEvent, encode_batch};
 
 /// Where the loop sends its batches.
@@ -404,7 +404,12 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                 found_tx,
                 awaiting_gauge.clone(),
             ));
-            (SendTo::Interactions(events), None, Some(correlator), Some(q_tx))
+            (
+                SendTo::Interactions(events),
+                None,
+                Some(correlator),
+                Some(q_tx),
+            )
         }
         Route::Genesys { endpoints, mapper } => {
             drop(found_tx);
@@ -510,7 +515,9 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
             while let Some(batch) = ready.pop_front() {
                 changed = true;
                 let t = start.elapsed();
-                batcher.release(batch.serial, &batch.events, |agent| fleet.answered(agent, t));
+                batcher.release(batch.serial, &batch.events, |agent| {
+                    fleet.answered(agent, t)
+                });
                 books.not_sent(batch);
             }
         }

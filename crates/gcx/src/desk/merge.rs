@@ -67,6 +67,11 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
         for (k, v) in &p.failure_reasons {
             *out.failure_reasons.entry(k.clone()).or_default() += v;
         }
+        match (&mut out.genesys, &p.genesys) {
+            (Some(a), Some(b)) => a.add(b)?,
+            (None, Some(b)) => out.genesys = Some(b.clone()),
+            _ => {}
+        }
         // Transitions, keyed by (from, to, invalid).
         let mut rows: BTreeMap<(String, String, bool), TransitionRow> = out
             .transitions

@@ -63,7 +63,9 @@ impl Endpoint {
     ];
 
     pub fn path(self) -> &'static str {
-        use gcx_protocol::genesys_events::{CONVERSATIONS_PATH, PRESENCE_PATH, ROUTING_STATUS_PATH};
+        use gcx_protocol::genesys_events::{
+            CONVERSATIONS_PATH, PRESENCE_PATH, ROUTING_STATUS_PATH,
+        };
         match self {
             Endpoint::RoutingStatus => ROUTING_STATUS_PATH,
             Endpoint::Presence => PRESENCE_PATH,

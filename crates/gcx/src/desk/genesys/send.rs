@@ -90,17 +90,15 @@ fn describe(status: u16, body: &[u8]) -> String {
 /// The request body of `events` (all for `endpoint`).
 fn encode(endpoint: Endpoint, events: &[&GenesysEvent]) -> Bytes {
     let body = match endpoint {
-        Endpoint::RoutingStatus => {
-            serde_json::to_vec(&BatchUserRoutingStatusEventRequest {
-                user_routing_status_events: events
-                    .iter()
-                    .filter_map(|e| match e {
-                        GenesysEvent::Routing(r) => Some(r.clone()),
-                        _ => None,
-                    })
-                    .collect(),
-            })
-        }
+        Endpoint::RoutingStatus => serde_json::to_vec(&BatchUserRoutingStatusEventRequest {
+            user_routing_status_events: events
+                .iter()
+                .filter_map(|e| match e {
+                    GenesysEvent::Routing(r) => Some(r.clone()),
+                    _ => None,
+                })
+                .collect(),
+        }),
         Endpoint::Presence => serde_json::to_vec(&BatchUserPresenceEventRequest {
             user_presence_events: events
                 .iter()
@@ -193,9 +191,7 @@ async fn send_request(
             .await;
         let (wait, reason) = match reply {
             Ok(Answer {
-                status: 200,
-                body,
-                ..
+                status: 200, body, ..
             }) => {
                 let Ok(parsed) = serde_json::from_slice::<BatchEventResponse>(&body) else {
                     settle_all(
@@ -298,7 +294,10 @@ async fn send_request(
                 answer,
                 &left,
                 Fate::Failed {
-                    reason: format!("{reason} (retry deadline of {:?} reached)", ep.retry_deadline),
+                    reason: format!(
+                        "{reason} (retry deadline of {:?} reached)",
+                        ep.retry_deadline
+                    ),
                 },
             );
             return;

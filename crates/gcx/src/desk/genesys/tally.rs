@@ -80,11 +80,26 @@ impl GenesysTally {
         }
     }
 
+    /// Adds another shard's counts.
+    pub fn add(&mut self, other: &GenesysTally) {
+        for (k, c) in &other.by_kind {
+            let e = self.by_kind.entry(k.clone()).or_default();
+            e.accepted += c.accepted;
+            e.refused += c.refused;
+            e.failed += c.failed;
+        }
+        for (m, n) in &other.refused_messages {
+            *self.refused_messages.entry(m.clone()).or_default() += n;
+        }
+    }
+
     pub fn total(&self) -> KindCount {
-        self.by_kind.values().fold(KindCount::default(), |a, k| KindCount {
-            accepted: a.accepted + k.accepted,
-            refused: a.refused + k.refused,
-            failed: a.failed + k.failed,
-        })
+        self.by_kind
+            .values()
+            .fold(KindCount::default(), |a, k| KindCount {
+                accepted: a.accepted + k.accepted,
+                refused: a.refused + k.refused,
+                failed: a.failed + k.failed,
+            })
     }
 }

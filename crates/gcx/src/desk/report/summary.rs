@@ -4,12 +4,12 @@
 //! computed by one function from the raw counts and histograms, so a merged summary is
 //! computed exactly like a single one.
 
-use crate::desk::genesys::GenesysTally;
 use std::collections::BTreeMap;
 
 use gcx_protocol::webhook::SimulationMetrics;
 use serde::{Deserialize, Serialize};
 
+use crate::desk::genesys::GenesysTally;
 use crate::desk::latency::{self, HistogramDecodeError, Percentiles, SecondPoint};
 use crate::desk::tally::TransitionRow;
 use crate::desk::thresholds::Threshold;
@@ -119,6 +119,14 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenesysReport {
     pub events: GenesysTally,
+}
+
+impl GenesysReport {
+    /// Adds another shard's figures.
+    pub fn add(&mut self, other: &GenesysReport) -> Result<(), HistogramDecodeError> {
+        self.events.add(&other.events);
+        Ok(())
+    }
 }
 
 impl Summary {

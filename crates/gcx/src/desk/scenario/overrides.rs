@@ -111,7 +111,11 @@ impl Overrides {
         if let Some(o) = self.observe {
             s.genesys.observe = o;
         }
-        if self.target.is_some() || self.observe.is_some() || self.invalid_share.is_some() || self.async_mode.is_some() {
+        if self.target.is_some()
+            || self.observe.is_some()
+            || self.invalid_share.is_some()
+            || self.async_mode.is_some()
+        {
             let flag = if self.observe == Some(true) && self.target.is_none() {
                 "--observe"
             } else {
