@@ -78,9 +78,17 @@ pub struct Faults {
     pub genesys_event_retryable_share: f64,
     /// Time between an event's acceptance and its effect on the user state.
     pub genesys_processing_lag_ms: u64,
-    /// Injection permissions a client lacks (client id -> permissions); every client has
-    /// all three unless listed here.
+    /// Permissions a client lacks (client id -> permissions): the three injection
+    /// permissions of the Events API and the three view permissions of the Notifications
+    /// API's user topics; every client holds all six unless listed here.
     pub genesys_withheld_permissions: BTreeMap<String, Vec<String>>,
+    /// Time between two heartbeats on a Notifications API socket (PROTOCOL.md 9.2).
+    pub genesys_heartbeat_ms: u64,
+    /// Life of a Notifications API socket before it is sent `v2.system.socket_closing`
+    /// (0: never).
+    pub genesys_socket_closing_every_ms: u64,
+    /// Time between a socket's `v2.system.socket_closing` and its close.
+    pub genesys_socket_closing_grace_ms: u64,
     pub seed: u64,
 }
 
@@ -112,6 +120,9 @@ impl Default for Faults {
             genesys_event_retryable_share: 0.0,
             genesys_processing_lag_ms: 0,
             genesys_withheld_permissions: BTreeMap::new(),
+            genesys_heartbeat_ms: 30_000,
+            genesys_socket_closing_every_ms: 0,
+            genesys_socket_closing_grace_ms: 2_000,
             seed: 0,
         }
     }
@@ -143,6 +154,7 @@ impl Faults {
             ("heartbeat_interval_ms", self.heartbeat_interval_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
             ("action_timeout_ms", self.action_timeout_ms),
+            ("genesys_heartbeat_ms", self.genesys_heartbeat_ms),
         ] {
             if v == 0 {
                 errors.push(format!("{name}: must be at least 1"));
@@ -193,11 +205,14 @@ impl Faults {
                 ));
             }
         }
-        let known = gcx_protocol::genesys_events::ALL_PERMISSIONS;
+        let known: Vec<&str> = gcx_protocol::genesys_events::ALL_PERMISSIONS
+            .into_iter()
+            .chain(crate::genesys::notifications::VIEW_PERMISSIONS)
+            .collect();
         for (client, permissions) in &self.genesys_withheld_permissions {
             for p in permissions.iter().filter(|p| !known.contains(&p.as_str())) {
                 errors.push(format!(
-                    "genesys_withheld_permissions: {client}: {p:?} is not an injection permission; expected one of {}",
+                    "genesys_withheld_permissions: {client}: {p:?} is not a permission the sandbox checks; expected one of {}",
                     known.join(", ")
                 ));
             }
@@ -238,7 +253,9 @@ mod tests {
             serde_json::json!({"median":0,"p99":0})
         );
         assert!(v["sends_per_second"].is_null());
-        assert_eq!(v.as_object().unwrap().len(), 26);
+        assert_eq!(v.as_object().unwrap().len(), 29);
+        assert_eq!(v["genesys_heartbeat_ms"], 30_000);
+        assert_eq!(v["genesys_socket_closing_every_ms"], 0);
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - `assist`: the assist engine (handshake, sends, idempotency, concurrency, results).
 //! - `events`: the events endpoint, per-agent transition checking, query-back.
 //! - [`genesys`]: the Genesys Cloud Events API (injection, section 9.1), presence
-//!   definitions, and the per-user state injected events build.
+//!   definitions, the per-user state injected events build, and the Notifications API
+//!   (section 9.2: channels, subscriptions, the socket at `/channels/{id}`).
 //! - `receivers`: the CRM and QA webhook receivers.
 //! - `control`: `/sandbox/stats` and `/sandbox/faults`.
 //! - `http_error`: Genesys-style error bodies and the headers every REST answer carries.
@@ -68,6 +69,8 @@ pub struct AppState {
     pub events: events::EventStore,
     /// Events API injection: eventId ledgers and per-user state, per tenant.
     pub genesys: genesys::GenesysEvents,
+    /// Notifications API channels and their sockets, per tenant.
+    pub notifications: genesys::notifications::Notifications,
     pub receivers: receivers::Receivers,
 }
 
@@ -79,6 +82,7 @@ impl AppState {
             engine: assist::Engine::new(&options),
             events: events::EventStore::new(&options),
             genesys: genesys::GenesysEvents::new(&options),
+            notifications: genesys::notifications::Notifications::new(),
             receivers: receivers::Receivers::default(),
             faults: RwLock::new(faults),
             faults_changed,

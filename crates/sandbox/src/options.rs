@@ -211,10 +211,24 @@ pub struct SandboxArgs {
     /// Time between an injected event's acceptance and its effect on the user state, in ms.
     #[arg(long, default_value_t = 0)]
     pub genesys_processing_lag_ms: u64,
-    /// An injection permission a client lacks, as CLIENT:PERMISSION (repeatable), e.g.
-    /// qa:routing:routingstatus:inject. Every client has all three otherwise.
+    /// A permission a client lacks, as CLIENT:PERMISSION (repeatable), e.g.
+    /// qa:routing:routingstatus:inject: one of the three Events API injection permissions
+    /// or the three Notifications API view permissions (routing:routingStatus:view,
+    /// presence:userPresence:view, conversation:communication:view). Every client holds
+    /// all six otherwise.
     #[arg(long = "genesys-withhold-permission", value_name = "CLIENT:PERMISSION")]
     pub genesys_withhold_permissions: Vec<String>,
+    /// Time between two heartbeats on a Notifications API socket, in ms.
+    #[arg(long, default_value_t = 30_000)]
+    pub genesys_heartbeat_ms: u64,
+    /// Send `v2.system.socket_closing` on each Notifications API socket after this many ms
+    /// of its life, then close it (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub genesys_socket_closing_every_ms: u64,
+    /// Time between a socket's `v2.system.socket_closing` and its close, in ms: a new
+    /// socket opened on the channel within it takes over without a gap.
+    #[arg(long, default_value_t = 2_000)]
+    pub genesys_socket_closing_grace_ms: u64,
     /// Most injected eventIds remembered per client for idempotency; the oldest are
     /// forgotten first.
     #[arg(long, default_value_t = 1_000_000)]
@@ -273,6 +287,9 @@ impl SandboxArgs {
             genesys_event_retryable_share: self.genesys_event_retryable_share,
             genesys_processing_lag_ms: self.genesys_processing_lag_ms,
             genesys_withheld_permissions: BTreeMap::new(),
+            genesys_heartbeat_ms: self.genesys_heartbeat_ms,
+            genesys_socket_closing_every_ms: self.genesys_socket_closing_every_ms,
+            genesys_socket_closing_grace_ms: self.genesys_socket_closing_grace_ms,
             seed: self.seed,
         };
         let mut errors = Vec::new();
@@ -408,15 +425,27 @@ mod tests {
             "0.25",
             "--genesys-processing-lag-ms",
             "50",
+            "--genesys-withhold-permission",
+            "qa:presence:userPresence:view",
+            "--genesys-heartbeat-ms",
+            "250",
+            "--genesys-socket-closing-every-ms",
+            "1000",
+            "--genesys-socket-closing-grace-ms",
+            "100",
         ])
         .unwrap();
         assert_eq!(
             o.faults.genesys_withheld_permissions["qa"],
             [
                 "routing:routingstatus:inject",
-                "presence:userPresence:inject"
+                "presence:userPresence:inject",
+                "presence:userPresence:view"
             ]
         );
+        assert_eq!(o.faults.genesys_heartbeat_ms, 250);
+        assert_eq!(o.faults.genesys_socket_closing_every_ms, 1000);
+        assert_eq!(o.faults.genesys_socket_closing_grace_ms, 100);
         assert_eq!(o.faults.genesys_event_error_rate, 0.25);
         assert_eq!(o.faults.genesys_processing_lag_ms, 50);
         let errors = options(&[
@@ -426,9 +455,11 @@ mod tests {
             "qa:routing:nonsense",
             "--genesys-event-cap",
             "0",
+            "--genesys-heartbeat-ms",
+            "0",
         ])
         .unwrap_err();
-        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert_eq!(errors.len(), 4, "{errors:?}");
     }
 
     #[test]

@@ -150,7 +150,84 @@ impl GenesysStats {
     }
 }
 
-/// All counters. `in_flight` and `connections_open` are gauges that a reset keeps.
+/// Counters of the Notifications API (PROTOCOL.md 9.2), under `genesys_notifications`.
+#[derive(Debug, Default)]
+pub struct GenesysNotificationStats {
+    /// Channels created (`POST /api/v2/notifications/channels`).
+    pub channels_created: Counter,
+    /// Channels removed because their tenant created a 21st.
+    pub channels_evicted: Counter,
+    /// Channels removed 24 h after their last subscription change.
+    pub channels_expired: Counter,
+    /// Topics answered `Permitted` by a subscription change.
+    pub topics_permitted: Counter,
+    /// Topics answered `Rejected` (unknown topic or missing permission).
+    pub topics_rejected: Counter,
+    /// Sockets opened on a channel.
+    pub sockets_opened: Counter,
+    /// Sockets closed because a newer socket opened on their channel.
+    pub sockets_replaced: Counter,
+    /// Sockets ended, for any reason.
+    pub sockets_closed: Counter,
+    /// Sockets open now (a gauge: a reset keeps it).
+    pub sockets_open: Counter,
+    /// User-topic notifications queued on a socket.
+    pub notifications_sent: Counter,
+    /// User-topic notifications for a subscribed channel that had no socket to take them
+    /// (or one too far behind): nothing is kept for later.
+    pub notifications_dropped: Counter,
+    pub heartbeats_sent: Counter,
+    pub pongs_sent: Counter,
+    /// `v2.system.socket_closing` notices sent.
+    pub socket_closing_sent: Counter,
+    /// User-state changes a publisher missed because it fell behind the broadcast.
+    pub broadcast_lagged: Counter,
+}
+
+impl GenesysNotificationStats {
+    fn to_json(&self) -> Value {
+        json!({
+            "channels_created": self.channels_created.get(),
+            "channels_evicted": self.channels_evicted.get(),
+            "channels_expired": self.channels_expired.get(),
+            "topics_permitted": self.topics_permitted.get(),
+            "topics_rejected": self.topics_rejected.get(),
+            "sockets_opened": self.sockets_opened.get(),
+            "sockets_replaced": self.sockets_replaced.get(),
+            "sockets_closed": self.sockets_closed.get(),
+            "sockets_open": self.sockets_open.get(),
+            "notifications_sent": self.notifications_sent.get(),
+            "notifications_dropped": self.notifications_dropped.get(),
+            "heartbeats_sent": self.heartbeats_sent.get(),
+            "pongs_sent": self.pongs_sent.get(),
+            "socket_closing_sent": self.socket_closing_sent.get(),
+            "broadcast_lagged": self.broadcast_lagged.get(),
+        })
+    }
+
+    /// Every counter but the `sockets_open` gauge.
+    fn counters(&self) -> [&Counter; 14] {
+        [
+            &self.channels_created,
+            &self.channels_evicted,
+            &self.channels_expired,
+            &self.topics_permitted,
+            &self.topics_rejected,
+            &self.sockets_opened,
+            &self.sockets_replaced,
+            &self.sockets_closed,
+            &self.notifications_sent,
+            &self.notifications_dropped,
+            &self.heartbeats_sent,
+            &self.pongs_sent,
+            &self.socket_closing_sent,
+            &self.broadcast_lagged,
+        ]
+    }
+}
+
+/// All counters. `in_flight`, `connections_open` and `sockets_open` are gauges that a
+/// reset keeps.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub oauth: OauthStats,
@@ -158,6 +235,7 @@ pub struct Stats {
     pub events: EventsStats,
     pub crm: CrmStats,
     pub genesys_events: GenesysStats,
+    pub genesys_notifications: GenesysNotificationStats,
     pub qa_exports: Counter,
     /// The last QA export body (`qa.last`).
     pub qa_last: parking_lot::Mutex<Option<Value>>,
@@ -191,6 +269,7 @@ impl Stats {
             },
             "qa": {"exports": self.qa_exports.get(), "last": self.qa_last.lock().clone()},
             "genesys_events": self.genesys_events.to_json(),
+            "genesys_notifications": self.genesys_notifications.to_json(),
         })
     }
 
@@ -229,7 +308,12 @@ impl Stats {
         ] {
             counter.set(0);
         }
-        for counter in self.genesys_events.counters() {
+        for counter in self
+            .genesys_events
+            .counters()
+            .into_iter()
+            .chain(self.genesys_notifications.counters())
+        {
             counter.set(0);
         }
         a.max_in_flight_observed.set(a.in_flight.get());

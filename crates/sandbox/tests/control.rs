@@ -25,6 +25,8 @@ async fn faults_show_every_setting_with_the_spec_defaults() {
        "genesys_requests_per_minute":null,   "genesys_event_error_rate":0.0,
        "genesys_event_retryable_share":0.0,  "genesys_processing_lag_ms":0,
        "genesys_withheld_permissions":{},
+       "genesys_heartbeat_ms":30000,         "genesys_socket_closing_every_ms":0,
+       "genesys_socket_closing_grace_ms":2000,
        "seed":0});
     assert_eq!(a.body, want);
 }

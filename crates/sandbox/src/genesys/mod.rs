@@ -1,4 +1,5 @@
-//! The Genesys Cloud Events API (injection, PROTOCOL.md 9.1) and the state it feeds.
+//! The Genesys Cloud Events API (injection, PROTOCOL.md 9.1), the state it feeds, and
+//! the Notifications API (observation, 9.2) that reports that state's changes.
 //!
 //! # Layout
 //! - [`inject`]: the three `POST /api/v2/events/...` endpoints, checks in order.
@@ -6,10 +7,13 @@
 //! - [`permissions`]: which injection permissions a client holds.
 //! - [`presence`]: `GET /api/v2/presence/definitions` and the system presence ids.
 //! - [`user_state`]: per-user routing status, presence and communications, applied after
-//!   the processing lag, with a broadcast of changes (what a Notifications emulation reads).
+//!   the processing lag, with a broadcast of changes.
+//! - [`notifications`]: channels, subscriptions and sockets of the Notifications API,
+//!   publishing the broadcast's changes to subscribed channels.
 
 mod inject;
 pub(crate) mod ledger;
+pub mod notifications;
 mod permissions;
 pub mod presence;
 pub mod user_state;
@@ -113,4 +117,5 @@ pub fn routes() -> Router<Arc<AppState>> {
             post(inject::post_conversations).fallback(method_not_allowed),
         )
         .route(PRESENCE_DEFINITIONS_PATH, get(presence::get_definitions))
+        .merge(notifications::routes())
 }

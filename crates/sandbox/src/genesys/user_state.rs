@@ -4,9 +4,12 @@
 //! API: [`UserStates::apply`] takes accepted events and applies them after the
 //! processing lag (`genesys_processing_lag_ms`), in the order they were accepted;
 //! [`UserStates::user`] is a snapshot of one user; [`UserStates::subscribe`] is a broadcast
-//! of every change ([`UserChange`], filter by `user_id`). A lag of 0 applies the events
-//! before the injection request is answered. Bounded: at most `cap` users and `cap`
-//! communications, the oldest evicted first.
+//! of every change ([`UserChange`], filter by `user_id`). An event that changes nothing a
+//! notification carries is applied but not broadcast: a routing status equal to the
+//! user's current one, a presence with the same definition and message. Every
+//! communication event is a change. A lag of 0 applies the events before the injection
+//! request is answered. Bounded: at most `cap` users and `cap` communications, the oldest
+//! evicted first.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -25,7 +28,7 @@ use uuid::Uuid;
 use super::presence::system_presence;
 
 /// Changes kept for a slow subscriber before it starts missing some.
-const CHANGES_BUFFERED: usize = 4096;
+pub(crate) const CHANGES_BUFFERED: usize = 4096;
 
 /// An accepted event waiting to take effect.
 #[derive(Debug, Clone)]
@@ -249,8 +252,10 @@ fn apply_one(t: &mut Tables, event: &Accepted) -> Option<UserChange> {
                 start_time: e.event_date_time.clone(),
                 source_id: e.source_id.clone(),
             };
-            t.users.entry(e.agent_id).routing = Some(state.clone());
-            Some(UserChange::RoutingStatus {
+            let entry = t.users.entry(e.agent_id);
+            let changed = entry.routing.as_ref().is_none_or(|r| r.status != e.status);
+            entry.routing = Some(state.clone());
+            changed.then_some(UserChange::RoutingStatus {
                 user_id: e.agent_id,
                 state,
             })
@@ -263,8 +268,13 @@ fn apply_one(t: &mut Tables, event: &Accepted) -> Option<UserChange> {
                 message: e.message.clone(),
                 modified_date: e.event_date_time.clone(),
             };
-            t.users.entry(e.user_id).presence = Some(state.clone());
-            Some(UserChange::Presence {
+            let entry = t.users.entry(e.user_id);
+            let changed = entry.presence.as_ref().is_none_or(|p| {
+                p.presence_definition_id != state.presence_definition_id
+                    || p.message != state.message
+            });
+            entry.presence = Some(state.clone());
+            changed.then_some(UserChange::Presence {
                 user_id: e.user_id,
                 state,
             })
@@ -364,5 +374,56 @@ mod tests {
         assert_eq!(c.map.get(&1), None);
         assert_eq!(c.map.get(&2), Some(&20));
         assert_eq!(c.map.len(), 2);
+    }
+
+    #[test]
+    fn only_changes_are_broadcast() {
+        let states = UserStates::new(10);
+        let mut changes = states.subscribe();
+        let user = Uuid::from_u128(1);
+        let routing = |status| {
+            Accepted::RoutingStatus(UserRoutingStatusEvent {
+                event_id: Uuid::new_v4(),
+                event_date_time: "2026-11-21T10:00:00.000Z".into(),
+                agent_id: user,
+                status,
+                source_id: "ext".into(),
+            })
+        };
+        let presence = |message: &str| {
+            Accepted::Presence(UserPresenceEvent {
+                event_id: Uuid::new_v4(),
+                event_date_time: "2026-11-21T10:00:00.000Z".into(),
+                user_id: user,
+                source_id: Uuid::from_u128(2),
+                presence_definition_id: Some(Uuid::from_u128(3)),
+                message: Some(message.into()),
+            })
+        };
+        states.apply(
+            vec![
+                routing(RoutingStatus::Idle),
+                routing(RoutingStatus::Idle),
+                routing(RoutingStatus::Interacting),
+                presence("a"),
+                presence("a"),
+                presence("b"),
+            ],
+            Duration::ZERO,
+        );
+        let mut seen = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            seen.push(match change {
+                UserChange::RoutingStatus { state, .. } => format!("{:?}", state.status),
+                UserChange::Presence { state, .. } => state.message.unwrap_or_default(),
+                UserChange::Communication { .. } => "call".into(),
+            });
+        }
+        assert_eq!(seen, ["Idle", "Interacting", "a", "b"]);
+        let snapshot = states.user(user);
+        assert_eq!(
+            snapshot.routing_status.unwrap().status,
+            RoutingStatus::Interacting
+        );
     }
 }

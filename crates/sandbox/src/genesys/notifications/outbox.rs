@@ -1,0 +1,142 @@
+//! One notification socket's outgoing frames: a bounded queue that anyone may push to
+//! without waiting (the publisher, the socket's own timers, whoever replaces or removes
+//! its channel) and the one writer task that drains it, feeding a burst of frames and
+//! flushing once per burst.
+//!
+//! A client that stops reading fills the queue ([`QUEUE_FRAMES`]); the next push fails,
+//! the frame counts as dropped and the socket is given up ([`SocketHandle::overflow`]):
+//! nothing waits on a slow consumer and nothing grows without bound.
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use futures_util::stream::SplitSink;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::CancellationToken;
+
+/// Frames a socket may have waiting before it is given up as a consumer that does not read.
+pub(crate) const QUEUE_FRAMES: usize = 4096;
+/// Most frames fed before one flush.
+const BURST: usize = 256;
+
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    Text(Utf8Bytes),
+    /// Send a close frame, then stop writing.
+    Close(u16, &'static str),
+}
+
+/// The sending side of one socket's queue; cheap to clone. The channel table holds one
+/// (so the publisher reaches the socket), the socket's own task another.
+#[derive(Debug, Clone)]
+pub(crate) struct SocketHandle {
+    /// Tells this socket from a newer one on the same channel.
+    id: u64,
+    tx: mpsc::Sender<Outgoing>,
+    /// Cancelled when the queue was full: the socket is dropped without a close frame.
+    overflow: CancellationToken,
+}
+
+impl SocketHandle {
+    /// A handle and the receiving end its writer drains.
+    pub(crate) fn new(id: u64) -> (SocketHandle, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(QUEUE_FRAMES);
+        let handle = SocketHandle {
+            id,
+            tx,
+            overflow: CancellationToken::new(),
+        };
+        (handle, rx)
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Queues a text frame; false when it was not queued: the socket has ended, or its
+    /// queue is full, and then the socket is given up.
+    pub(crate) fn push(&self, frame: Utf8Bytes) -> bool {
+        self.send(Outgoing::Text(frame))
+    }
+
+    /// Queues a close frame; the writer stops after it. Frames queued before it are
+    /// written first.
+    pub(crate) fn close(&self, code: u16, reason: &'static str) {
+        self.send(Outgoing::Close(code, reason));
+    }
+
+    fn send(&self, item: Outgoing) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.overflow.cancel();
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Cancelled once a push found the queue full.
+    pub(crate) fn overflow(&self) -> CancellationToken {
+        self.overflow.clone()
+    }
+}
+
+/// The writer task: frames in queue order, one flush per burst; ends after a close frame,
+/// on a write error, or when every [`SocketHandle`] is gone and the queue is empty.
+pub(crate) async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut next = Some(first);
+        let mut written = 0usize;
+        let mut closing = false;
+        while let Some(item) = next.take() {
+            written += 1;
+            let result = match item {
+                Outgoing::Text(text) => sink.feed(Message::Text(text)).await,
+                Outgoing::Close(code, reason) => {
+                    closing = true;
+                    let frame = CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from_static(reason),
+                    };
+                    sink.feed(Message::Close(Some(frame))).await
+                }
+            };
+            if result.is_err() {
+                return;
+            }
+            if !closing && written < BURST {
+                next = queue.try_recv().ok();
+            }
+        }
+        if sink.flush().await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_gives_the_socket_up_and_a_gone_one_refuses_quietly() {
+        let (handle, rx) = SocketHandle::new(1);
+        for _ in 0..QUEUE_FRAMES {
+            assert!(handle.push(Utf8Bytes::from_static("x")));
+        }
+        assert!(!handle.overflow().is_cancelled());
+        assert!(!handle.push(Utf8Bytes::from_static("x")));
+        assert!(handle.overflow().is_cancelled());
+
+        let (gone, rx2) = SocketHandle::new(2);
+        drop(rx2);
+        assert!(!gone.push(Utf8Bytes::from_static("x")));
+        assert!(!gone.overflow().is_cancelled());
+        drop(rx);
+    }
+}

@@ -1,0 +1,290 @@
+//! The REST side of the Notifications API (PROTOCOL.md 9.2), for the bearer token's tenant:
+//!
+//! - `POST /api/v2/notifications/channels` (no body) -> 200 `Channel {id, connectUri,
+//!   expires}`; a 21st channel removes one first (see [`super::channels`]).
+//! - `GET /api/v2/notifications/channels` -> the tenant's channels, oldest first.
+//! - `HEAD /api/v2/notifications/channels/{id}` -> 200 while the channel exists, else 404.
+//! - `GET/POST/PUT/DELETE .../channels/{id}/subscriptions`: the channel's topics; add;
+//!   replace; remove all (204). POST and PUT answer the channel's topics, `Permitted`, then
+//!   the request's `Rejected` ones.
+//!
+//! Checks in order: 401 (bearer token), 404 (no such channel for this tenant), 413 (body
+//! over 1 MiB), 415 (not JSON), 400 (every violation in `details`), 400
+//! `CODE_TOO_MANY_TOPICS` (past 1,000 topics; nothing changed). A subscription change
+//! renews the channel's 24 h expiry.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use gcx_protocol::genesys_notifications::{
+    CODE_TOO_MANY_TOPICS, ChannelEntityListing, ChannelTopicEntityListing,
+};
+use tokio::time::Instant;
+
+use super::channels::{Change, ChangeError};
+use super::subscriptions::{self, BadBody};
+use super::{Hub, SOCKET_PATH};
+use crate::AppState;
+use crate::events::body::{BodyError, read_limited, require_json};
+use crate::http_error::{ApiError, new_uuid};
+use crate::oauth::TokenInfo;
+
+/// Most bytes in a subscription body (1,000 topics take about 60 KiB).
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The bearer token's owner, or the 401.
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<TokenInfo, ApiError> {
+    state.tokens.check_bearer(headers).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required: Authorization: Bearer <token from POST /oauth/token>",
+        )
+    })
+}
+
+fn no_channel(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no channel {id} for this client: it never existed, expired, or was removed for a newer one; create one with POST {}",
+            gcx_protocol::genesys_notifications::CHANNELS_PATH
+        ),
+    )
+}
+
+/// The tenant's hub if it holds channel `id`, or the 404.
+fn channel_hub(state: &AppState, tenant: &str, id: &str) -> Result<Arc<Hub>, ApiError> {
+    let stats = &state.stats.genesys_notifications;
+    state
+        .notifications
+        .hub(tenant)
+        .filter(|hub| hub.lock(stats).contains(id))
+        .ok_or_else(|| no_channel(id))
+}
+
+/// `ws://<Host>/channels/<id>`: the socket on the sandbox's own port, as the client
+/// reached it.
+fn connect_uri(headers: &HeaderMap, id: &str) -> Result<String, ApiError> {
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.parse::<axum::http::uri::Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'))
+        .map(|host| format!("ws://{host}{SOCKET_PATH}/{id}"))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "the request has no usable Host header; a channel's connectUri is built from it",
+            )
+        })
+}
+
+pub(crate) async fn create_channel(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorized(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let id = new_uuid().to_string();
+    let uri = match connect_uri(&headers, &id) {
+        Ok(uri) => uri,
+        Err(e) => return e.into_response(),
+    };
+    let stats = &state.stats.genesys_notifications;
+    let hub = state.notifications.hub_or_start(&state, &token.tenant);
+    let (channel, evicted) = hub.lock(stats).create(id, uri, Instant::now(), Utc::now());
+    stats.channels_created.inc();
+    if evicted.is_some() {
+        stats.channels_evicted.inc();
+    }
+    (StatusCode::OK, axum::Json(channel)).into_response()
+}
+
+pub(crate) async fn list_channels(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorized(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let stats = &state.stats.genesys_notifications;
+    let entities = state
+        .notifications
+        .hub(&token.tenant)
+        .map(|hub| hub.lock(stats).list())
+        .unwrap_or_default();
+    axum::Json(ChannelEntityListing { entities }).into_response()
+}
+
+pub(crate) async fn verify_channel(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorized(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    match channel_hub(&state, &token.tenant, &id) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn get_subscriptions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorized(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let hub = match channel_hub(&state, &token.tenant, &id) {
+        Ok(hub) => hub,
+        Err(e) => return e.into_response(),
+    };
+    let topics = hub.lock(&state.stats.genesys_notifications).topics(&id);
+    match topics {
+        Some(topics) => axum::Json(ChannelTopicEntityListing {
+            entities: topics.iter().map(subscriptions::permitted).collect(),
+        })
+        .into_response(),
+        None => no_channel(&id).into_response(),
+    }
+}
+
+pub(crate) async fn delete_subscriptions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let token = match authorized(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let hub = match channel_hub(&state, &token.tenant, &id) {
+        Ok(hub) => hub,
+        Err(e) => return e.into_response(),
+    };
+    let changed = hub.lock(&state.stats.genesys_notifications).change(
+        &id,
+        Change::Clear,
+        Instant::now(),
+        Utc::now(),
+    );
+    match changed {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(_) => no_channel(&id).into_response(),
+    }
+}
+
+pub(crate) async fn post_subscriptions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    change_subscriptions(&state, &id, &headers, body, Change::Add).await
+}
+
+pub(crate) async fn put_subscriptions(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    change_subscriptions(&state, &id, &headers, body, Change::Replace).await
+}
+
+async fn change_subscriptions(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    change: fn(Vec<gcx_protocol::genesys_notifications::UserTopic>) -> Change,
+) -> Response {
+    // Read first: a client whose body is left unread may see a reset instead of the answer.
+    let bytes = read_limited(headers, body, MAX_BODY_BYTES).await;
+    let token = match authorized(state, headers) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let hub = match channel_hub(state, &token.tenant, id) {
+        Ok(hub) => hub,
+        Err(e) => return e.into_response(),
+    };
+    let requested = match checked(headers, bytes) {
+        Ok(requested) => requested,
+        Err(e) => return e.into_response(),
+    };
+    let withheld = state
+        .faults
+        .read()
+        .genesys_withheld_permissions
+        .get(&token.tenant)
+        .cloned()
+        .unwrap_or_default();
+    let decided = subscriptions::decide(requested, &withheld);
+    let permitted = decided.permitted.len();
+    let stats = &state.stats.genesys_notifications;
+    let changed = hub
+        .lock(stats)
+        .change(id, change(decided.permitted), Instant::now(), Utc::now());
+    match changed {
+        Ok(topics) => {
+            stats.topics_permitted.add(permitted as u64);
+            stats.topics_rejected.add(decided.rejected.len() as u64);
+            let entities = topics
+                .iter()
+                .map(subscriptions::permitted)
+                .chain(decided.rejected)
+                .collect();
+            axum::Json(ChannelTopicEntityListing { entities }).into_response()
+        }
+        Err(ChangeError::NotFound) => no_channel(id).into_response(),
+        Err(e @ ChangeError::TooManyTopics { .. }) => ApiError::bad_request(e.to_string())
+            .with_code(CODE_TOO_MANY_TOPICS)
+            .into_response(),
+    }
+}
+
+/// The 413, 415 and 400 checks, in that order.
+fn checked(
+    headers: &HeaderMap,
+    bytes: Result<bytes::Bytes, BodyError>,
+) -> Result<Vec<String>, ApiError> {
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { limit }) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes"),
+            ));
+        }
+        Err(e @ BodyError::Read(_)) => return Err(ApiError::bad_request(e.to_string())),
+    };
+    require_json(headers)?;
+    subscriptions::read(&bytes).map_err(|bad| match bad {
+        BadBody::NotJson(e) => ApiError::bad_request(format!(
+            "the body is not JSON ({e}); expected an array of {{\"id\": \"<topic>\"}}"
+        )),
+        BadBody::Violations(violations) => {
+            let details = violations
+                .iter()
+                .filter_map(|v| serde_json::to_value(v).ok())
+                .collect();
+            ApiError::bad_request(format!(
+                "{} violation(s) of the request schema; no subscription was changed",
+                violations.len()
+            ))
+            .with_details(details)
+        }
+    })
+}
