@@ -15,6 +15,8 @@
 //!   and intake (files, stdin, HTTP bodies -> validated triggers).
 //! - [`pipeline`]: the dispatch side built from a `Config` (login, store, delivery
 //!   worker, dispatcher), for `gcx trigger`, `gcx serve`, `gcx demo` and `gcx bench`.
+//! - [`notify`]: the Genesys Notifications API: channels, their sockets kept alive, many
+//!   channels as one stream, and notifications matched to the events that caused them.
 //! - [`desk`]: the agent desktop simulator: scenario, schedule, agents, injector,
 //!   correlation, latency and reports.
 //! - [`delivery`]: the outbox worker: Standard Webhooks signing, retries, per-key order,
@@ -46,6 +48,7 @@ pub mod demo;
 pub mod desk;
 pub mod http_client;
 pub mod instance;
+pub mod notify;
 pub mod pipeline;
 pub mod private_files;
 pub mod retry;

@@ -22,6 +22,7 @@ mod serve;
 mod simulate;
 mod trigger;
 mod validate;
+mod watch;
 
 /// How a subcommand prints its summary (`--output`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,6 +101,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Simulate agent desktops and inject their events.
     Simulate(simulate::Args),
+    /// Watch users' routing status, presence and calls through the Notifications API.
+    Watch(watch::Args),
     /// Verify, report on and export the audit log.
     Audit(audit::Args),
     /// Inspect and replay the webhook outbox.
@@ -167,6 +170,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Trigger(a) => trigger::run(a, &global, config).await,
         Command::Serve(a) => serve::run(a, &global, config).await,
         Command::Simulate(a) => simulate::run(a, &global, config).await,
+        Command::Watch(a) => watch::run(a, &global, config).await,
         Command::Audit(a) => audit::run(a, &global, config).await,
         Command::Outbox(a) => outbox::run(a, &global, config).await,
         Command::Prune(a) => prune::run(a, &global, config).await,
