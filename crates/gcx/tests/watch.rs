@@ -4,9 +4,6 @@
 //! `socket_closing` and a lost server handled without missing what was sent while a socket
 //! was open; every topic rejected is an error naming the permission; and the binary's
 //! JSON lines, summary and refusals.
-//!
-//! Tests marked `#[ignore = "needs the sandbox's notifications"]` need the sandbox's
-//! Notifications emulation (PROTOCOL.md 9.2); the others run without it.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -158,7 +155,6 @@ async fn more_topics_than_twenty_channels_hold_are_refused_before_any_request() 
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn injected_routing_statuses_are_observed_and_matched() {
     let sb = sandbox().await;
     let api = api(&sb);
@@ -203,7 +199,6 @@ async fn injected_routing_statuses_are_observed_and_matched() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn topics_past_a_thousand_go_to_a_second_channel() {
     let sb = sandbox().await;
     let api = api(&sb);
@@ -231,7 +226,6 @@ async fn topics_past_a_thousand_go_to_a_second_channel() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn a_quiet_socket_is_pinged_and_stays_up() {
     let sb = sandbox().await;
     // Heartbeats far apart: only pongs keep the socket alive.
@@ -254,7 +248,6 @@ async fn a_quiet_socket_is_pinged_and_stays_up() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn heartbeats_keep_a_socket_alive_without_pings() {
     let sb = sandbox().await;
     put_faults(&sb, json!({"genesys_heartbeat_ms": 100})).await;
@@ -278,7 +271,6 @@ async fn heartbeats_keep_a_socket_alive_without_pings() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn socket_closing_switches_sockets_without_missing_a_notification() {
     let sb = sandbox().await;
     put_faults(
@@ -325,7 +317,6 @@ async fn socket_closing_switches_sockets_without_missing_a_notification() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn a_server_that_went_away_is_found_again_on_a_new_channel() {
     let listener = bind(None);
     let addr = listener.local_addr().unwrap();
@@ -372,7 +363,6 @@ fn bind(addr: Option<std::net::SocketAddr>) -> tokio::net::TcpListener {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn every_topic_rejected_is_an_error_naming_the_permission() {
     let sb = sandbox().await;
     put_faults(
@@ -475,7 +465,6 @@ async fn gcx_watch_refuses_bad_input_before_connecting() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn gcx_watch_prints_one_json_line_per_notification() {
     let sb = sandbox().await;
     let home = tempfile::tempdir().unwrap();
@@ -559,7 +548,6 @@ async fn gcx_watch_prints_one_json_line_per_notification() {
 }
 
 #[tokio::test]
-#[ignore = "needs the sandbox's notifications"]
 async fn gcx_watch_exits_2_naming_the_permission_when_every_topic_is_rejected() {
     let sb = sandbox().await;
     put_faults(
