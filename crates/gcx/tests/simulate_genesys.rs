@@ -36,6 +36,11 @@ fn target(sb: &Sandbox) -> Target {
 /// `agents` agents, interactions at `rate`/s for `secs`, short handle times, on the
 /// Events API, every interaction held once connected, presence sent.
 fn scenario(agents: u64, rate: f64, secs: f64) -> Scenario {
+    scenario_with(agents, rate, secs, "")
+}
+
+/// [`scenario`] with `genesys` lines added to its `[genesys]` table.
+fn scenario_with(agents: u64, rate: f64, secs: f64, genesys: &str) -> Scenario {
     let text = format!(
         r#"
 name = "genesys"
@@ -46,6 +51,7 @@ time_slice = "20ms"
 [genesys]
 presence = true
 hold_share = 0.5
+{genesys}
 
 [agents]
 count = {agents}
@@ -240,4 +246,70 @@ async fn a_client_without_routing_status_inject_stops_at_its_first_answer() {
         by["conversations"]["requests"], 0,
         "nothing after the 403 is sent: {s}"
     );
+}
+
+/// The observation of a run: every change observed, nothing unexpected.
+fn check_observed(report: &RunReport) -> &gcx::desk::report::summary::ObservationSummary {
+    let o = report
+        .summary
+        .genesys
+        .as_ref()
+        .and_then(|g| g.observation.as_ref())
+        .expect("an observation");
+    assert!(o.expected > 100, "{o:?}");
+    assert_eq!(o.observed, o.expected, "{o:?}");
+    assert_eq!(
+        (o.unobserved, o.unexpected, o.unreadable),
+        (0, 0, 0),
+        "{o:?}"
+    );
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observing_sees_every_accepted_change_after_the_processing_lag() {
+    let sb = sandbox(Faults {
+        genesys_processing_lag_ms: 40,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = scenario_with(40, 20.0, 2.0, "observe = true\nobserve_grace = \"3s\"");
+    let report = run(&sb, &s, dir.path()).await.unwrap();
+    let m = &report.summary.metrics;
+    assert_eq!(m.successful_injections, m.total_events, "{m:?}");
+    let o = check_observed(&report);
+    // The lag is felt: no change is notified before the sandbox applied it.
+    assert!(o.p50_ms.unwrap() >= 40.0, "{o:?}");
+    assert_eq!(o.watch["channels"], 1);
+    let n = &sb.state.stats.to_json()["genesys_notifications"];
+    assert_eq!(n["notifications_sent"], o.observed, "{n}");
+    assert_eq!(n["notifications_dropped"], 0, "{n}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retryable_storm_and_socket_closing_during_an_observed_run_lose_nothing() {
+    let sb = sandbox(Faults {
+        genesys_event_error_rate: 0.3,
+        genesys_event_retryable_share: 1.0,
+        genesys_socket_closing_every_ms: 400,
+        genesys_socket_closing_grace_ms: 1000,
+        ..Faults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = scenario_with(30, 15.0, 2.5, "observe = true\nobserve_grace = \"3s\"");
+    let report = run(&sb, &s, dir.path()).await.unwrap();
+    let m = &report.summary.metrics;
+    assert_eq!(m.successful_injections, m.total_events, "{m:?}");
+    assert!(m.retries > 0, "{m:?}");
+    let o = check_observed(&report);
+    assert!(
+        o.watch["socket_closing"].as_u64().unwrap() >= 2,
+        "the sockets were moved: {}",
+        o.watch
+    );
+    let n = &sb.state.stats.to_json()["genesys_notifications"];
+    assert_eq!(n["notifications_dropped"], 0, "{n}");
+    assert_eq!(stats(&sb)["duplicates"], 0);
 }

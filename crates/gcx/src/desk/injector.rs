@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::agents::{Fleet, FleetCounts};
 use super::batcher::{Batch, Batcher};
 use super::correlate::{self, Found, QueryEndpoint};
-use super::genesys::{self, GenesysEndpoints, GenesysTally, Mapped, Mapper};
+use super::genesys::{self, Change, Fate, GenesysEndpoints, GenesysTally, Mapped, Mapper};
 use super::latency::{Latency, SecondPoint, Series};
 use super::live::LiveStats;
 use super::report::audit_file::{AuditRecord, AuditWriter};
@@ -31,6 +31,9 @@ use super::scenario::InjectorSettings;
 use super::sender::{BatchResult, EventsEndpoint, Processed, Sent, send_batch};
 use super::tally::{Outcome, Tally};
 use super::wire::{Identities, SentEvent, encode_batch};
+use crate::notify::{
+    KeyReader, ObsKey, ObservationReport, Observed, Observer, WatchStats, Watcher,
+};
 
 /// Where the loop sends its batches.
 pub enum Route {
@@ -43,7 +46,68 @@ pub enum Route {
     Genesys {
         endpoints: Arc<GenesysEndpoints>,
         mapper: Mapper,
+        /// The agents' topics, watched (`--observe`).
+        observe: Option<Observing>,
     },
+}
+
+/// The agents watched over the Notifications API while they are injected.
+pub struct Observing {
+    pub watcher: Watcher,
+    pub notifications: mpsc::Receiver<Observed>,
+    /// How long after the last injection answer notifications are still waited for.
+    pub grace: Duration,
+}
+
+/// What the watch saw (`--observe`).
+#[derive(Debug)]
+pub struct Watched {
+    pub report: ObservationReport,
+    pub stats: WatchStats,
+    /// Notifications whose body could not be read.
+    pub unreadable: u64,
+}
+
+/// The observing half of the loop: notifications read into keys, matched against what
+/// accepted events should cause.
+struct Correlation {
+    notifications: mpsc::Receiver<Observed>,
+    reader: KeyReader,
+    observer: Observer,
+}
+
+impl Correlation {
+    fn observed(&mut self, o: &Observed) {
+        for key in self.reader.keys(o) {
+            self.observer.observe(key, o.received_at);
+        }
+    }
+}
+
+/// The notification key a change of `user` shows.
+fn key_of(user: Uuid, change: Change) -> ObsKey {
+    match change {
+        Change::Routing(status) => ObsKey::Routing { user, status },
+        Change::Presence(definition) => ObsKey::Presence { user, definition },
+        Change::Call {
+            communication,
+            state,
+            held,
+        } => ObsKey::Call {
+            user,
+            communication,
+            state,
+            held,
+        },
+    }
+}
+
+/// The next notification, or never without a watch.
+async fn next_notification(c: &mut Option<Correlation>) -> Option<Observed> {
+    match c {
+        Some(c) => c.notifications.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Everything one run of the loop needs.
@@ -79,6 +143,8 @@ pub struct Injected {
     pub genesys: Option<GenesysTally>,
     /// Why the run stopped before its end (a 403: the client lacks a permission).
     pub stopped: Option<String>,
+    /// The watch's correlation (`--observe`).
+    pub watched: Option<Watched>,
 }
 
 /// A request's answer, back in the loop.
@@ -106,6 +172,7 @@ struct Books<'a> {
     genesys: Option<GenesysTally>,
     /// The first 403 of the Events API.
     stopped: Option<String>,
+    correlation: Option<Correlation>,
 }
 
 fn outcome_of(r: &EventResult) -> Option<Outcome> {
@@ -193,9 +260,20 @@ impl Books<'_> {
             BatchResult::Genesys(answer) => {
                 let tally = self.genesys.get_or_insert_with(GenesysTally::default);
                 let mut fates = answer.fates.iter();
+                let mut observer = self.correlation.as_mut().map(|c| &mut c.observer);
                 for e in events {
                     let mapped = e.genesys.as_deref().unwrap_or(&[]);
-                    let outcome = tally.settle(mapped, fates.by_ref().take(mapped.len()));
+                    let fates: Vec<&Option<Fate>> = fates.by_ref().take(mapped.len()).collect();
+                    if let Some(observer) = observer.as_mut() {
+                        for (m, fate) in mapped.iter().zip(&fates) {
+                            if let (Some(change), Some(Fate::Accepted { sent_at })) =
+                                (m.change, fate)
+                            {
+                                observer.expect(key_of(m.user, change), *sent_at);
+                            }
+                        }
+                    }
+                    let outcome = tally.settle(mapped, fates.into_iter());
                     done.push((e, outcome, None));
                 }
                 if let Some(why) = &answer.stop {
@@ -389,10 +467,12 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         unwritten: Vec::new(),
         genesys: None,
         stopped: None,
+        correlation: None,
     };
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answered>();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
     let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut watch: Option<(Watcher, Duration)> = None;
     let (send_to, mut mapper, correlator, mut q_tx) = match route {
         Route::Interactions { events, query } => {
             let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
@@ -411,8 +491,22 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                 Some(q_tx),
             )
         }
-        Route::Genesys { endpoints, mapper } => {
+        Route::Genesys {
+            endpoints,
+            mapper,
+            observe,
+        } => {
             drop(found_tx);
+            if let Some(o) = observe {
+                books.correlation = Some(Correlation {
+                    notifications: o.notifications,
+                    reader: KeyReader::new(),
+                    // A notification read before the request that caused it was sent is
+                    // not its effect.
+                    observer: Observer::with_early_window(Duration::ZERO),
+                });
+                watch = Some((o.watcher, o.grace));
+            }
             (SendTo::Genesys(endpoints), Some(mapper), None, None)
         }
     };
@@ -459,6 +553,12 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
                         let _ = tx.send(lookup);
                     }
                 }
+            }
+            Some(o) = next_notification(&mut books.correlation) => {
+                if let Some(c) = books.correlation.as_mut() {
+                    c.observed(&o);
+                }
+                continue;
             }
             Some(found) = found_rx.recv() => {
                 changed = true;
@@ -576,6 +676,10 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     if let Some(correlator) = correlator {
         let _ = correlator.await;
     }
+    let watched = match (watch, books.correlation.take()) {
+        (Some((watcher, grace)), Some(c)) => Some(finish_watch(watcher, c, grace).await),
+        _ => None,
+    };
     books.flush_audit();
     let elapsed = start.elapsed();
     books.publish(elapsed, &fleet.counts(), sent_events, 0);
@@ -592,6 +696,30 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
         interrupted,
         genesys: books.genesys,
         stopped: books.stopped,
+        watched,
+    }
+}
+
+/// Waits up to `grace` for the notifications still expected (less once none is), then
+/// stops the watch.
+async fn finish_watch(watcher: Watcher, mut c: Correlation, grace: Duration) -> Watched {
+    let deadline = Instant::now() + grace;
+    while c.observer.waiting() > 0 {
+        match tokio::time::timeout_at(deadline, c.notifications.recv()).await {
+            Ok(Some(o)) => c.observed(&o),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // What arrived meanwhile is read too, so a late duplicate shows as unexpected.
+    while let Ok(o) = c.notifications.try_recv() {
+        c.observed(&o);
+    }
+    let report = c.observer.finish(Instant::now(), grace);
+    let stats = watcher.stop().await;
+    Watched {
+        report,
+        stats,
+        unreadable: c.reader.unreadable_bodies(),
     }
 }
 

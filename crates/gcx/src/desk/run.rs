@@ -15,12 +15,14 @@ use uuid::Uuid;
 use super::agents::{Fleet, FleetSpec, LoadModel};
 use super::correlate::QueryEndpoint;
 use super::genesys::{self, Mapper};
-use super::injector::{Injection, Route, inject};
+use super::injector::{Injection, Observing, Route, Watched, inject};
 use super::latency;
 use super::live::LiveStats;
 use super::report::audit_file::{AuditFiles, AuditWriter};
 use super::report::qa_export::{self, QaExport, QaExportError};
-use super::report::summary::{Extended, GenesysReport, Histograms, RunInfo, Summary};
+use super::report::summary::{
+    Extended, GenesysReport, Histograms, ObservationSummary, RunInfo, Summary,
+};
 use super::report::{self, ReportFiles};
 use super::rng::SimRng;
 use super::scenario::{Agents, InjectorSettings, Scenario, WireTarget};
@@ -29,8 +31,10 @@ use super::transport::{SetupError, Transport};
 use super::wire::Identities;
 use crate::auth::{AuthError, Credentials, TokenProvider};
 use crate::config::Secret;
+use crate::notify::{NotificationsApi, WatchOptions, Watcher};
 use crate::retry::RetryPolicy;
 use crate::store::OutboxMessage;
+use gcx_protocol::genesys_notifications::{UserTopic, UserTopicKind};
 
 /// Where events go and who sends them.
 #[derive(Debug, Clone)]
@@ -205,6 +209,71 @@ async fn interactions_route(
     })
 }
 
+/// Watches every agent's routing status and conversations (and presence, when it is
+/// sent) before the first event, so no notification of the run is missed.
+async fn observe(
+    api: &str,
+    tokens: &TokenProvider,
+    agents: &[Uuid],
+    scenario: &Scenario,
+    target: &Target,
+) -> Result<Observing, SimulateError> {
+    let refused = |detail: String| SimulateError::Refused {
+        origin: target.origin.clone(),
+        detail: format!("cannot watch the agents over the Notifications API: {detail}"),
+    };
+    let mut kinds = vec![UserTopicKind::RoutingStatus, UserTopicKind::Conversations];
+    if scenario.genesys.map.presence {
+        kinds.push(UserTopicKind::Presence);
+    }
+    let topics = agents
+        .iter()
+        .flat_map(|&user_id| kinds.iter().map(move |&kind| UserTopic { user_id, kind }))
+        .collect();
+    let notifications =
+        NotificationsApi::new(api, tokens.clone()).map_err(|e| refused(e.to_string()))?;
+    let (watcher, rx) = Watcher::start(notifications, topics, WatchOptions::default())
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    for r in watcher.rejected().iter().take(5) {
+        tracing::warn!(topic = %r.topic, reason = ?r.reason, missing = ?r.missing_permissions, "topic rejected: its changes will show as unobserved");
+    }
+    Ok(Observing {
+        watcher,
+        notifications: rx,
+        grace: scenario.genesys.observe_grace,
+    })
+}
+
+/// The watch's report as the summary keeps it.
+fn observation_summary(w: &Watched) -> ObservationSummary {
+    let r = &w.report;
+    let sample = |keys: &[crate::notify::ObsKey]| {
+        keys.iter()
+            .filter_map(|k| serde_json::to_value(k).ok())
+            .collect()
+    };
+    ObservationSummary {
+        expected: r.expected,
+        observed: r.observed_matched,
+        unobserved: r.unobserved.count,
+        unexpected: r.unexpected.count,
+        p50_ms: r.p50_ms,
+        p95_ms: r.p95_ms,
+        p99_ms: r.p99_ms,
+        max_ms: r.max_ms,
+        latency_us: if r.histogram.is_empty() {
+            String::new()
+        } else {
+            latency::encode(&r.histogram)
+        },
+        unobserved_sample: sample(&r.unobserved.sample),
+        unexpected_sample: sample(&r.unexpected.sample),
+        unreadable: w.unreadable,
+        watch: serde_json::to_value(&w.stats).unwrap_or_default(),
+    }
+}
+
 /// Runs one simulation (or one shard of it) to the end.
 pub async fn simulate(
     scenario: &Scenario,
@@ -280,9 +349,15 @@ pub async fn simulate(
                     detail: "genesys.presence is on but the org lists no `On Queue` presence definition (GET /api/v2/presence/definitions)".into(),
                 });
             }
+            let observe = if scenario.genesys.observe {
+                Some(observe(api, &tokens, &agent_ids, scenario, target).await?)
+            } else {
+                None
+            };
             Route::Genesys {
                 endpoints: Arc::new(endpoints),
                 mapper: Mapper::new(global.len(), map.clone(), on_queue),
+                observe,
             }
         }
     };
@@ -416,10 +491,10 @@ pub async fn simulate(
             service_us: latency::encode(&injected.latency.service),
             async_e2e_us: latency::encode(&injected.latency.e2e),
         },
-        genesys: injected
-            .genesys
-            .clone()
-            .map(|events| GenesysReport { events }),
+        genesys: injected.genesys.clone().map(|events| GenesysReport {
+            events,
+            observation: injected.watched.as_ref().map(observation_summary),
+        }),
         ..Summary::default()
     };
     // The histograms were just encoded from valid ones, so decoding them cannot fail.

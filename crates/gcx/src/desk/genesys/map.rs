@@ -113,6 +113,19 @@ impl GenesysEvent {
         }
     }
 
+    /// What the API orders this event by: its user (routing status, presence) or its
+    /// communication (conversation events).
+    pub fn order_key(&self) -> Uuid {
+        match self {
+            GenesysEvent::Routing(e) => e.agent_id,
+            GenesysEvent::Presence(e) => e.user_id,
+            GenesysEvent::Established(e) => e.communication_id,
+            GenesysEvent::Answered(e) => e.communication_id,
+            GenesysEvent::Hold(e) => e.communication_id,
+            GenesysEvent::Ended(e) => e.communication_id,
+        }
+    }
+
     /// The event's name in reports (`routingStatus`, `userEstablished`, ...).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -1,6 +1,7 @@
 //! One batch's events to the Events API (PROTOCOL.md 9.1): grouped by endpoint (presence,
 //! then routing status, then conversations, so a user's presence and status come before
-//! its calls), at most 100 per request, each request retried by the rules of the API:
+//! its calls), at most 100 per request and at most one per user or call (see [`waves`]),
+//! each request retried by the rules of the API:
 //! - 200 `{"errors":[...]}`: an event not named was taken; a named one with
 //!   `retryable: false` is refused with its message; only the `retryable` ones are sent
 //!   again (same eventIds), after a back-off, until the retry deadline;
@@ -136,19 +137,40 @@ pub async fn send(ep: &GenesysEndpoints, events: &[&Mapped]) -> GenesysAnswer {
         let mine: Vec<usize> = (0..events.len())
             .filter(|&i| events[i].event.endpoint() == endpoint)
             .collect();
-        for chunk in mine.chunks(MAX_EVENTS_PER_REQUEST) {
-            if let Some(why) = &answer.stop {
-                for &i in chunk {
-                    answer.fates[i] = Some(Fate::Failed {
-                        reason: format!("not sent: the run stopped ({why})"),
-                    });
+        for wave in waves(events, &mine) {
+            for chunk in wave.chunks(MAX_EVENTS_PER_REQUEST) {
+                if let Some(why) = &answer.stop {
+                    for &i in chunk {
+                        answer.fates[i] = Some(Fate::Failed {
+                            reason: format!("not sent: the run stopped ({why})"),
+                        });
+                    }
+                    continue;
                 }
-                continue;
+                send_request(ep, endpoint, events, chunk, &mut answer).await;
             }
-            send_request(ep, endpoint, events, chunk, &mut answer).await;
         }
     }
     answer
+}
+
+/// `mine` split so that no request holds two events of one user (routing status,
+/// presence) or one communication (conversations): wave `k` holds the `k`-th event of
+/// each. A wave is settled before the next is sent, so when the API takes one event of a
+/// request and asks for another to be re-sent, a later event of the same user or call
+/// never overtakes it.
+fn waves(events: &[&Mapped], mine: &[usize]) -> Vec<Vec<usize>> {
+    let mut rank: HashMap<Uuid, usize> = HashMap::new();
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for &i in mine {
+        let r = rank.entry(events[i].event.order_key()).or_insert(0);
+        if out.len() <= *r {
+            out.push(Vec::new());
+        }
+        out[*r].push(i);
+        *r += 1;
+    }
+    out
 }
 
 /// One request's events until each is settled.
@@ -317,6 +339,27 @@ fn id_text(id: Uuid) -> String {
 mod tests {
     use super::*;
     use gcx_protocol::genesys_events::{RoutingStatus, UserRoutingStatusEvent};
+
+    #[test]
+    fn no_request_holds_two_events_of_one_user() {
+        let at = |user: u128, id: u128| Mapped {
+            event: GenesysEvent::Routing(UserRoutingStatusEvent {
+                event_id: Uuid::from_u128(id),
+                event_date_time: "2026-12-07T10:00:00.000Z".into(),
+                agent_id: Uuid::from_u128(user),
+                status: RoutingStatus::Idle,
+                source_id: "s".into(),
+            }),
+            user: Uuid::from_u128(user),
+            change: None,
+        };
+        let list = [at(1, 10), at(2, 11), at(1, 12), at(1, 13), at(3, 14)];
+        let refs: Vec<&Mapped> = list.iter().collect();
+        assert_eq!(
+            waves(&refs, &[0, 1, 2, 3, 4]),
+            vec![vec![0, 1, 4], vec![2], vec![3]]
+        );
+    }
 
     #[test]
     fn bodies_carry_only_their_endpoints_events() {

@@ -119,12 +119,75 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GenesysReport {
     pub events: GenesysTally,
+    /// `--observe`: each accepted change correlated with its notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<ObservationSummary>,
+}
+
+/// What the Notifications API showed of the injected changes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ObservationSummary {
+    /// Accepted events that change what a topic shows.
+    pub expected: u64,
+    /// Of those, matched by their notification.
+    pub observed: u64,
+    /// Never notified within the grace.
+    pub unobserved: u64,
+    /// Notifications no injected event explains.
+    pub unexpected: u64,
+    /// Injection (the accepting request's send) to notification, in ms.
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    /// The latency histogram (µs, encoded), to merge shards exactly.
+    pub latency_us: String,
+    /// The first unobserved and unexpected keys.
+    pub unobserved_sample: Vec<serde_json::Value>,
+    pub unexpected_sample: Vec<serde_json::Value>,
+    /// Notifications whose body could not be read.
+    pub unreadable: u64,
+    /// The watch's own counters: channels, reconnects, `socket_closing`, gaps.
+    pub watch: serde_json::Value,
+}
+
+impl ObservationSummary {
+    /// The percentiles, from the histogram.
+    fn derive(&mut self) -> Result<(), HistogramDecodeError> {
+        let h = latency::decode(&self.latency_us, 3)?;
+        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
+        self.p50_ms = ms(0.50);
+        self.p95_ms = ms(0.95);
+        self.p99_ms = ms(0.99);
+        self.max_ms = (!h.is_empty()).then(|| h.max() as f64 / 1000.0);
+        Ok(())
+    }
 }
 
 impl GenesysReport {
-    /// Adds another shard's figures.
+    /// Adds another shard's figures (latencies merged from the histograms).
     pub fn add(&mut self, other: &GenesysReport) -> Result<(), HistogramDecodeError> {
         self.events.add(&other.events);
+        match (&mut self.observation, &other.observation) {
+            (Some(a), Some(b)) => {
+                a.expected += b.expected;
+                a.observed += b.observed;
+                a.unobserved += b.unobserved;
+                a.unexpected += b.unexpected;
+                a.unreadable += b.unreadable;
+                let mut h = latency::decode(&a.latency_us, 3)?;
+                let _ = h.add(latency::decode(&b.latency_us, 3)?);
+                a.latency_us = if h.is_empty() {
+                    String::new()
+                } else {
+                    latency::encode(&h)
+                };
+                a.derive()?;
+            }
+            (None, Some(b)) => self.observation = Some(b.clone()),
+            _ => {}
+        }
         Ok(())
     }
 }

@@ -103,6 +103,26 @@ pub fn render(s: &Summary) -> String {
                 ),
             ));
         }
+        if let Some(o) = &g.observation {
+            rows.push((
+                "observed",
+                format!(
+                    "{} of {} changes ({} never, {} unexpected notifications)",
+                    o.observed, o.expected, o.unobserved, o.unexpected
+                ),
+            ));
+            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), ms);
+            rows.push((
+                "injection -> notified",
+                format!(
+                    "p50 {}  p95 {}  p99 {}  max {}",
+                    opt(o.p50_ms),
+                    opt(o.p95_ms),
+                    opt(o.p99_ms),
+                    opt(o.max_ms)
+                ),
+            ));
+        }
     }
     if s.latency.async_e2e.count > 0 {
         rows.push((
