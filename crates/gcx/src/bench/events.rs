@@ -154,15 +154,15 @@ available = 0
 const WRK_MISSING: &str = "wrk is not installed (apt-get install wrk): no peer figures";
 
 /// `gcx sandbox --port 0` as a child process, killed when dropped.
-struct ChildSandbox {
+pub(super) struct ChildSandbox {
     child: tokio::process::Child,
-    base_url: String,
+    pub(super) base_url: String,
     /// Holds the ready file and the child's stderr.
     _dir: TempDir,
 }
 
 impl ChildSandbox {
-    async fn start(binary: &Path) -> Result<ChildSandbox, BenchError> {
+    pub(super) async fn start(binary: &Path) -> Result<ChildSandbox, BenchError> {
         let dir = TempDir::new()?;
         let args = ["--port", "0", "--log-level", "warn"].map(OsStr::new);
         match child::start(binary, "sandbox", &args, dir.path(), "base_url").await? {
@@ -175,17 +175,20 @@ impl ChildSandbox {
         }
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }
 
-fn scenario(text: &str) -> Result<Scenario, BenchError> {
+pub(super) fn scenario(text: &str) -> Result<Scenario, BenchError> {
     Scenario::from_toml(text, "the benchmark's scenario")
         .map_err(|e| BenchError::Simulate(e.to_string()))
 }
 
-async fn run_simulation(scenario: &Scenario, base_url: &str) -> Result<RunReport, BenchError> {
+pub(super) async fn run_simulation(
+    scenario: &Scenario,
+    base_url: &str,
+) -> Result<RunReport, BenchError> {
     let dir = TempDir::new()?;
     let client = gcx_sandbox::ClientSpec::demo();
     let target = Target {

@@ -16,6 +16,8 @@
 //! - [`outbox`]: webhook deliveries to the sandbox's CRM receiver.
 //! - [`events`]: the simulator's events/s and requests/s, and `wrk` as the external peer,
 //!   both against one `gcx sandbox` child process.
+//! - [`genesys`]: 10,000 agents through the Events API, watched over the Notifications
+//!   API, against one `gcx sandbox` child process: events/s and notification latency.
 //! - [`stream`]: a bare load client on the sandbox's assist stream.
 //! - [`serve`]: HTTP intake through `gcx serve` (a child process).
 //! - [`cluster`]: 1, 2 and 3 `gcx serve` children on one PostgreSQL: throughput, slot
@@ -33,6 +35,7 @@ mod child;
 pub mod cluster;
 pub mod dispatch;
 pub mod events;
+pub mod genesys;
 pub mod outbox;
 mod payload;
 pub mod proc;
@@ -314,6 +317,36 @@ pub const BENCHES: &[Bench] = &[
         on_demand: false,
     },
     Bench {
+        name: "genesys",
+        about: "agents through the Events API, watched over the Notifications API (gcx sandbox child process)",
+        full_size: 10_000,
+        quick_size: 200,
+        size_unit: "agents",
+        figures: &[
+            figure("events", "Events API events accepted", "events/s"),
+            figure(
+                "transitions",
+                "desktop transitions accepted",
+                "transitions/s",
+            ),
+            figure("p50", "injection -> notification p50", "ms"),
+            figure("p95", "injection -> notification p95", "ms"),
+            figure("p99", "injection -> notification p99", "ms"),
+            at_most(
+                "unobserved",
+                "accepted changes never notified",
+                "changes",
+                0.0,
+            ),
+            figure(
+                "dropped",
+                "arrivals dropped (no idle agent or behind)",
+                "interactions",
+            ),
+        ],
+        on_demand: false,
+    },
+    Bench {
         name: "cluster",
         about: "1, 2 and 3 gcx serve on one PostgreSQL, limit 50, batches of 100 round-robin; kill -9 of the leader (needs PostgreSQL)",
         full_size: 20_000,
@@ -559,6 +592,13 @@ pub async fn measure(bench: &Bench, size: u64, ctx: &BenchContext) -> Result<Out
             };
             let batch = if bench.name == "serve-1" { 1 } else { 100 };
             return serve::intake(binary, count(size), batch).await;
+        }
+        "genesys" => {
+            let Some(binary) = &ctx.gcx_binary else {
+                return Ok(Outcome::Skipped("the gcx binary was not found".into()));
+            };
+            let duration = if size >= 1_000 { 30 } else { 5 };
+            genesys::observed(binary, size, std::time::Duration::from_secs(duration)).await?
         }
         "cluster" => {
             let Some(binary) = &ctx.gcx_binary else {
