@@ -11,30 +11,14 @@ use std::process::Command;
 use gcx::config::{Config, Secret};
 use gcx::desk::merge::merge;
 use gcx::desk::report::qa_export::QaExport;
-use gcx::desk::{RunOptions, RunReport, Scenario, Shard, Target, simulate};
+use gcx::desk::{RunOptions, RunReport, Scenario, Shard, simulate};
 use gcx::store::{OutboxStatus, Store};
 use gcx_protocol::AgentState;
 use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
 use serde_json::Value;
 
-async fn sandbox(faults: Faults) -> Sandbox {
-    Sandbox::start(SandboxOptions {
-        faults,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn target(sb: &Sandbox) -> Target {
-    Target {
-        api_base: sb.base_url(),
-        login_base: sb.base_url(),
-        origin: "test".into(),
-        client_id: "gcx-demo".into(),
-        client_secret: Secret::new("gcx-demo-secret"),
-    }
-}
+mod sim_support;
+use sim_support::{sandbox, target};
 
 fn scenario(text: &str) -> Scenario {
     Scenario::from_toml(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))

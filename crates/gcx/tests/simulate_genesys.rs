@@ -6,32 +6,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use gcx::config::Secret;
 use gcx::desk::genesys::map::routing_status;
-use gcx::desk::{RunOptions, RunReport, Scenario, SimulateError, Target, simulate};
+use gcx::desk::{RunOptions, RunReport, Scenario, SimulateError, simulate};
 use gcx_protocol::AgentState;
-use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
+use gcx_sandbox::{Faults, Sandbox};
 use serde_json::Value;
 use uuid::Uuid;
 
-async fn sandbox(faults: Faults) -> Sandbox {
-    Sandbox::start(SandboxOptions {
-        faults,
-        ..SandboxOptions::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn target(sb: &Sandbox) -> Target {
-    Target {
-        api_base: sb.base_url(),
-        login_base: sb.base_url(),
-        origin: "test".into(),
-        client_id: "gcx-demo".into(),
-        client_secret: Secret::new("gcx-demo-secret"),
-    }
-}
+mod sim_support;
+use sim_support::{sandbox, target};
 
 /// `agents` agents, interactions at `rate`/s for `secs`, short handle times, on the
 /// Events API, every interaction held once connected, presence sent.

@@ -64,6 +64,14 @@ pub enum Fate {
     Failed { reason: String },
 }
 
+impl Fate {
+    fn failed(reason: impl Into<String>) -> Fate {
+        Fate::Failed {
+            reason: reason.into(),
+        }
+    }
+}
+
 /// A batch's answer: one fate per event, in the order given.
 #[derive(Debug, Default)]
 pub struct GenesysAnswer {
@@ -74,6 +82,15 @@ pub struct GenesysAnswer {
     pub retries: u32,
     /// The 403 that stops the run (its message names the permission).
     pub stop: Option<String>,
+}
+
+impl GenesysAnswer {
+    /// Gives each of `events` (indexes into the batch) the same fate.
+    fn settle(&mut self, events: &[usize], fate: Fate) {
+        for &i in events {
+            self.fates[i] = Some(fate.clone());
+        }
+    }
 }
 
 /// The back-off of a request: full jitter from 100 ms, capped at 5 s, until the deadline.
@@ -140,11 +157,8 @@ pub async fn send(ep: &GenesysEndpoints, events: &[&Mapped]) -> GenesysAnswer {
         for wave in waves(events, &mine) {
             for chunk in wave.chunks(MAX_EVENTS_PER_REQUEST) {
                 if let Some(why) = &answer.stop {
-                    for &i in chunk {
-                        answer.fates[i] = Some(Fate::Failed {
-                            reason: format!("not sent: the run stopped ({why})"),
-                        });
-                    }
+                    let fate = Fate::failed(format!("not sent: the run stopped ({why})"));
+                    answer.settle(chunk, fate);
                     continue;
                 }
                 send_request(ep, endpoint, events, chunk, &mut answer).await;
@@ -184,21 +198,10 @@ async fn send_request(
     let mut backoff = policy(ep.retry_deadline).start();
     let mut refreshed = false;
     let mut left: Vec<usize> = chunk.to_vec();
-    let settle_all = |answer: &mut GenesysAnswer, left: &[usize], fate: Fate| {
-        for &i in left {
-            answer.fates[i] = Some(fate.clone());
-        }
-    };
     let mut token = match ep.tokens.token().await {
         Ok(t) => t,
         Err(e) => {
-            settle_all(
-                answer,
-                &left,
-                Fate::Failed {
-                    reason: e.to_string(),
-                },
-            );
+            answer.settle(&left, Fate::failed(e.to_string()));
             return;
         }
     };
@@ -216,13 +219,7 @@ async fn send_request(
                 status: 200, body, ..
             }) => {
                 let Ok(parsed) = serde_json::from_slice::<BatchEventResponse>(&body) else {
-                    settle_all(
-                        answer,
-                        &left,
-                        Fate::Failed {
-                            reason: "200 answer not understood".into(),
-                        },
-                    );
+                    answer.settle(&left, Fate::failed("200 answer not understood"));
                     return;
                 };
                 let errors: HashMap<&str, (&str, bool)> = parsed
@@ -261,13 +258,7 @@ async fn send_request(
                         continue;
                     }
                     Err(e) => {
-                        settle_all(
-                            answer,
-                            &left,
-                            Fate::Failed {
-                                reason: e.to_string(),
-                            },
-                        );
+                        answer.settle(&left, Fate::failed(e.to_string()));
                         return;
                     }
                 }
@@ -276,13 +267,7 @@ async fn send_request(
                 status: 403, body, ..
             }) => {
                 let why = describe(403, &body);
-                settle_all(
-                    answer,
-                    &left,
-                    Fate::Failed {
-                        reason: why.clone(),
-                    },
-                );
+                answer.settle(&left, Fate::failed(why.clone()));
                 answer.stop = Some(why);
                 return;
             }
@@ -306,21 +291,18 @@ async fn send_request(
                 if status == 401 {
                     message.push_str(" (after one token refresh)");
                 }
-                settle_all(answer, &left, Fate::Refused { message });
+                answer.settle(&left, Fate::Refused { message });
                 return;
             }
             Err(TransportError { detail, .. }) => (None, format!("transport: {detail}")),
         };
         let Some(wait) = backoff.next(wait) else {
-            settle_all(
-                answer,
+            answer.settle(
                 &left,
-                Fate::Failed {
-                    reason: format!(
-                        "{reason} (retry deadline of {:?} reached)",
-                        ep.retry_deadline
-                    ),
-                },
+                Fate::failed(format!(
+                    "{reason} (retry deadline of {:?} reached)",
+                    ep.retry_deadline
+                )),
             );
             return;
         };
