@@ -18,42 +18,10 @@ use gcx_sandbox::{Faults, Sandbox, SandboxOptions};
 use serde_json::Value;
 
 mod sim_support;
-use sim_support::{sandbox, target};
+use sim_support::{sandbox, small, target};
 
 fn scenario(text: &str) -> Scenario {
     Scenario::from_toml(text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// A small, fast scenario: `agents` agents, interactions at `rate`/s for `secs`, short
-/// handle times, plus `extra` lines at the top level.
-fn small(agents: u64, rate: f64, secs: f64, extra: &str) -> String {
-    format!(
-        r#"
-name = "small"
-duration = "{ms}ms"
-time_slice = "20ms"
-{extra}
-
-[agents]
-count = {agents}
-login_over = "200ms"
-
-[load]
-rate = {rate}
-
-[time_in_state]
-available = {{ dist = "exponential", mean = "100ms" }}
-busy = {{ dist = "uniform", min = "20ms", max = "60ms" }}
-connected = {{ dist = "lognormal", median = "100ms", p95 = "300ms" }}
-disconnected = "10ms"
-wrapping = {{ dist = "exponential", mean = "50ms" }}
-
-[query]
-interval = "50ms"
-timeout = "3s"
-"#,
-        ms = (secs * 1000.0) as u64
-    )
 }
 
 async fn run(sb: &Sandbox, s: &Scenario, dir: &Path) -> RunReport {

@@ -14,10 +14,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 mod sim_support;
-use sim_support::{sandbox, target};
+use sim_support::{sandbox, small, target};
 
 /// `agents` agents, interactions at `rate`/s for `secs`, short handle times, on the
-/// Events API, every interaction held once connected, presence sent.
+/// Events API, half the interactions held once connected, presence sent.
 fn scenario(agents: u64, rate: f64, secs: f64) -> Scenario {
     scenario_with(agents, rate, secs, "")
 }
@@ -25,32 +25,8 @@ fn scenario(agents: u64, rate: f64, secs: f64) -> Scenario {
 /// [`scenario`] with `genesys` lines added to its `[genesys]` table.
 fn scenario_with(agents: u64, rate: f64, secs: f64, genesys: &str) -> Scenario {
     let text = format!(
-        r#"
-name = "genesys"
-target = "genesys-events"
-duration = "{ms}ms"
-time_slice = "20ms"
-
-[genesys]
-presence = true
-hold_share = 0.5
-{genesys}
-
-[agents]
-count = {agents}
-login_over = "200ms"
-
-[load]
-rate = {rate}
-
-[time_in_state]
-available = {{ dist = "exponential", mean = "100ms" }}
-busy = {{ dist = "uniform", min = "20ms", max = "60ms" }}
-connected = {{ dist = "lognormal", median = "100ms", p95 = "300ms" }}
-disconnected = "10ms"
-wrapping = {{ dist = "exponential", mean = "50ms" }}
-"#,
-        ms = (secs * 1000.0) as u64
+        "{}\n[genesys]\npresence = true\nhold_share = 0.5\n{genesys}\n",
+        small(agents, rate, secs, "target = \"genesys-events\"")
     );
     Scenario::from_toml(&text, "test.toml").unwrap_or_else(|e| panic!("{e}"))
 }

@@ -71,7 +71,7 @@ pub struct Watched {
 /// The observing half of the loop: notifications read into keys, matched against what
 /// accepted events should cause.
 struct Correlation {
-    notifications: mpsc::Receiver<Observed>,
+    watch: Observing,
     reader: KeyReader,
     observer: Observer,
 }
@@ -105,7 +105,7 @@ fn key_of(user: Uuid, change: Change) -> ObsKey {
 /// The next notification, or never without a watch.
 async fn next_notification(c: &mut Option<Correlation>) -> Option<Observed> {
     match c {
-        Some(c) => c.notifications.recv().await,
+        Some(c) => c.watch.notifications.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -472,7 +472,6 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     let (ans_tx, mut ans_rx) = mpsc::unbounded_channel::<Answered>();
     let (found_tx, mut found_rx) = mpsc::unbounded_channel::<Vec<Found>>();
     let awaiting_gauge = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut watch: Option<(Watcher, Duration)> = None;
     let (send_to, mut mapper, correlator, mut q_tx) = match route {
         Route::Interactions { events, query } => {
             let (q_tx, q_rx) = mpsc::unbounded_channel::<Vec<SentEvent>>();
@@ -497,16 +496,13 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
             observe,
         } => {
             drop(found_tx);
-            if let Some(o) = observe {
-                books.correlation = Some(Correlation {
-                    notifications: o.notifications,
-                    reader: KeyReader::new(),
-                    // A notification read before the request that caused it was sent is
-                    // not its effect.
-                    observer: Observer::with_early_window(Duration::ZERO),
-                });
-                watch = Some((o.watcher, o.grace));
-            }
+            books.correlation = observe.map(|watch| Correlation {
+                watch,
+                reader: KeyReader::new(),
+                // A notification read before the request that caused it was sent is not
+                // its effect.
+                observer: Observer::with_early_window(Duration::ZERO),
+            });
             (SendTo::Genesys(endpoints), Some(mapper), None, None)
         }
     };
@@ -676,9 +672,9 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
     if let Some(correlator) = correlator {
         let _ = correlator.await;
     }
-    let watched = match (watch, books.correlation.take()) {
-        (Some((watcher, grace)), Some(c)) => Some(finish_watch(watcher, c, grace).await),
-        _ => None,
+    let watched = match books.correlation.take() {
+        Some(c) => Some(finish_watch(c).await),
+        None => None,
     };
     books.flush_audit();
     let elapsed = start.elapsed();
@@ -702,20 +698,21 @@ pub async fn inject(inj: Injection, audit: &AuditWriter) -> Injected {
 
 /// Waits up to `grace` for the notifications still expected (less once none is), then
 /// stops the watch.
-async fn finish_watch(watcher: Watcher, mut c: Correlation, grace: Duration) -> Watched {
+async fn finish_watch(mut c: Correlation) -> Watched {
+    let grace = c.watch.grace;
     let deadline = Instant::now() + grace;
     while c.observer.waiting() > 0 {
-        match tokio::time::timeout_at(deadline, c.notifications.recv()).await {
+        match tokio::time::timeout_at(deadline, c.watch.notifications.recv()).await {
             Ok(Some(o)) => c.observed(&o),
             Ok(None) | Err(_) => break,
         }
     }
     // What arrived meanwhile is read too, so a late duplicate shows as unexpected.
-    while let Ok(o) = c.notifications.try_recv() {
+    while let Ok(o) = c.watch.notifications.try_recv() {
         c.observed(&o);
     }
     let report = c.observer.finish(Instant::now(), grace);
-    let stats = watcher.stop().await;
+    let stats = c.watch.watcher.stop().await;
     Watched {
         report,
         stats,

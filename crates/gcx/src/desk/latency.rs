@@ -55,6 +55,19 @@ pub fn decode(s: &str, sigfig: u8) -> Result<Histogram<u64>, HistogramDecodeErro
         .map_err(HistogramDecodeError::Hdr)
 }
 
+/// Adds the encoded histogram `b` (3 significant figures) to `a`, in place; an empty
+/// result is written as the empty string, as [`encode`]'s callers store an empty one.
+pub fn add_encoded(a: &mut String, b: &str) -> Result<(), HistogramDecodeError> {
+    let mut h = decode(a, 3)?;
+    let _ = h.add(decode(b, 3)?);
+    *a = if h.is_empty() {
+        String::new()
+    } else {
+        encode(&h)
+    };
+    Ok(())
+}
+
 /// Percentiles of one histogram, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {

@@ -17,17 +17,6 @@ pub enum MergeError {
     Histogram(#[from] HistogramDecodeError),
 }
 
-fn add_hist(a: &mut String, b: &str) -> Result<(), HistogramDecodeError> {
-    let mut h = latency::decode(a, 3)?;
-    let _ = h.add(latency::decode(b, 3)?);
-    *a = if h.is_empty() {
-        String::new()
-    } else {
-        latency::encode(&h)
-    };
-    Ok(())
-}
-
 /// Merges `parts` (the shards of one run) into one summary, thresholds re-evaluated.
 pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
     let (first, rest) = parts.split_first().ok_or(MergeError::Empty)?;
@@ -58,9 +47,9 @@ pub fn merge(parts: &[Summary]) -> Result<Summary, MergeError> {
         r.agents += p.run.agents;
         r.shards.extend(p.run.shards.iter().cloned());
         r.interrupted |= p.run.interrupted;
-        add_hist(&mut out.histograms.response_us, &p.histograms.response_us)?;
-        add_hist(&mut out.histograms.service_us, &p.histograms.service_us)?;
-        add_hist(&mut out.histograms.async_e2e_us, &p.histograms.async_e2e_us)?;
+        latency::add_encoded(&mut out.histograms.response_us, &p.histograms.response_us)?;
+        latency::add_encoded(&mut out.histograms.service_us, &p.histograms.service_us)?;
+        latency::add_encoded(&mut out.histograms.async_e2e_us, &p.histograms.async_e2e_us)?;
         for (k, v) in &p.rejection_codes {
             *out.rejection_codes.entry(k.clone()).or_default() += v;
         }

@@ -61,18 +61,19 @@ pub struct Sent {
 }
 
 /// The back-off of a batch: full jitter from 100 ms, capped at 5 s, until the deadline.
-fn policy(deadline: Duration) -> RetryPolicy {
+pub(super) fn policy(deadline: Duration) -> RetryPolicy {
     RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(5)).with_deadline(deadline)
 }
 
 /// `Retry-After` (seconds or HTTP-date); a 429 without one waits at least a second.
-fn retry_after(h: &reqwest::header::HeaderMap) -> Duration {
+pub(super) fn retry_after(h: &reqwest::header::HeaderMap) -> Duration {
     retry_after_header(h, chrono::Utc::now())
         .unwrap_or(Duration::from_secs(1))
         .max(Duration::from_secs(1))
 }
 
-fn describe(status: u16, body: &[u8]) -> String {
+/// `status code: message` of a Genesys error body, or the status alone.
+pub(super) fn describe(status: u16, body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => format!("{status} {}: {}", e.code, e.message),
         Err(_) => format!("{status}"),

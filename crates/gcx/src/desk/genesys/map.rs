@@ -179,6 +179,8 @@ struct AgentBook {
 /// The per-agent mapping state of one run.
 pub struct Mapper {
     settings: MapSettings,
+    /// `settings.source_id` as the events' string `sourceId`s carry it.
+    source: String,
     /// The `On Queue` presence definition's id (read from the org when presence is sent).
     on_queue: Option<Uuid>,
     agents: Vec<AgentBook>,
@@ -336,6 +338,7 @@ impl Mapper {
     /// definition id; presence is sent only when the settings ask and it is known.
     pub fn new(agents: usize, settings: MapSettings, on_queue: Option<Uuid>) -> Mapper {
         Mapper {
+            source: settings.source_id.to_string(),
             settings,
             on_queue,
             agents: vec![AgentBook::default(); agents],
@@ -350,13 +353,12 @@ impl Mapper {
         ids: &Identities,
         wall_start: DateTime<Utc>,
     ) -> Arc<[Mapped]> {
-        let source = self.settings.source_id.to_string();
         let at = wall_start + chrono::Duration::from_std(p.at).unwrap_or_default();
         let mut e = Emitter {
             seq,
             at,
             user: ids.agent_id(p.agent),
-            source: &source,
+            source: &self.source,
             out: Vec::with_capacity(3),
         };
         let hold_share = self.settings.hold_share;

@@ -21,14 +21,13 @@ use gcx_protocol::genesys_events::{
     BatchConversationEventRequest, BatchEventResponse, BatchUserPresenceEventRequest,
     BatchUserRoutingStatusEventRequest, MAX_EVENTS_PER_REQUEST,
 };
-use gcx_protocol::rest::ErrorBody;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::map::{Endpoint, GenesysEvent, Mapped};
 use crate::auth::TokenProvider;
+use crate::desk::sender::{describe, policy, retry_after};
 use crate::desk::transport::{Answer, Transport, TransportError};
-use crate::retry::{RetryPolicy, retry_after_header};
 
 /// The three injection endpoints of one run.
 #[derive(Debug, Clone)]
@@ -90,18 +89,6 @@ impl GenesysAnswer {
         for &i in events {
             self.fates[i] = Some(fate.clone());
         }
-    }
-}
-
-/// The back-off of a request: full jitter from 100 ms, capped at 5 s, until the deadline.
-fn policy(deadline: Duration) -> RetryPolicy {
-    RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(5)).with_deadline(deadline)
-}
-
-fn describe(status: u16, body: &[u8]) -> String {
-    match serde_json::from_slice::<ErrorBody>(body) {
-        Ok(e) => format!("{status} {}: {}", e.code, e.message),
-        Err(_) => format!("{status}"),
     }
 }
 
@@ -275,12 +262,7 @@ async fn send_request(
                 status: 429,
                 headers,
                 body,
-            }) => {
-                let wait = retry_after_header(&headers, chrono::Utc::now())
-                    .unwrap_or(Duration::from_secs(1))
-                    .max(Duration::from_secs(1));
-                (Some(wait), describe(429, &body))
-            }
+            }) => (Some(retry_after(&headers)), describe(429, &body)),
             Ok(Answer {
                 status: status @ (502..=504),
                 body,

@@ -155,12 +155,12 @@ pub struct ObservationSummary {
 impl ObservationSummary {
     /// The percentiles, from the histogram.
     fn derive(&mut self) -> Result<(), HistogramDecodeError> {
-        let h = latency::decode(&self.latency_us, 3)?;
-        let ms = |q: f64| (!h.is_empty()).then(|| h.value_at_quantile(q) as f64 / 1000.0);
-        self.p50_ms = ms(0.50);
-        self.p95_ms = ms(0.95);
-        self.p99_ms = ms(0.99);
-        self.max_ms = (!h.is_empty()).then(|| h.max() as f64 / 1000.0);
+        let p = Percentiles::of(&latency::decode(&self.latency_us, 3)?);
+        let seen = p.count > 0;
+        self.p50_ms = seen.then_some(p.p50);
+        self.p95_ms = seen.then_some(p.p95);
+        self.p99_ms = seen.then_some(p.p99);
+        self.max_ms = seen.then_some(p.max);
         Ok(())
     }
 }
@@ -176,13 +176,7 @@ impl GenesysReport {
                 a.unobserved += b.unobserved;
                 a.unexpected += b.unexpected;
                 a.unreadable += b.unreadable;
-                let mut h = latency::decode(&a.latency_us, 3)?;
-                let _ = h.add(latency::decode(&b.latency_us, 3)?);
-                a.latency_us = if h.is_empty() {
-                    String::new()
-                } else {
-                    latency::encode(&h)
-                };
+                latency::add_encoded(&mut a.latency_us, &b.latency_us)?;
                 a.derive()?;
             }
             (None, Some(b)) => self.observation = Some(b.clone()),
