@@ -36,6 +36,7 @@ mod control;
 mod events;
 mod http_error;
 mod receivers;
+mod ws_burst;
 
 #[doc(hidden)]
 pub mod fuzzing;

@@ -10,20 +10,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use gcx_protocol::assist::{MessageType, WsMessage};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::ws_burst::{Outgoing, write_burst};
+
 /// Frames waiting above which the reader pauses.
 pub(crate) const HIGH_WATER: usize = 4096;
 /// Frames waiting at which the connection is given up as a consumer that does not read.
 pub(crate) const HARD_LIMIT: usize = 262_144;
-/// Most frames fed before one flush.
-const BURST: usize = 256;
 
 /// `{"type":…,"payload":…}` written straight from `payload`, without the intermediate
 /// `serde_json::Value` of [`WsMessage::with_payload`]: acks and results are the hot path.
@@ -40,13 +39,6 @@ pub(crate) fn typed_frame<P: Serialize>(kind: MessageType, payload: &P) -> Utf8B
         // general path rather than lose the frame.
         Err(_) => Utf8Bytes::from(WsMessage::with_payload(kind, payload).to_json()),
     }
-}
-
-/// What the writer is asked to do.
-pub(crate) enum Outgoing {
-    Text(Utf8Bytes),
-    /// Send a close frame, then stop writing.
-    Close(u16, &'static str),
 }
 
 struct Shared {
@@ -142,39 +134,18 @@ impl Outbox {
 /// on a write error, or when every [`Outbox`] is gone and the queue is empty.
 pub(crate) async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut drain: Drain) {
     while let Some(first) = drain.rx.recv().await {
-        let mut next = Some(first);
-        let mut written = 0usize;
-        let mut closing = false;
-        while let Some(item) = next.take() {
-            written += 1;
-            let result = match item {
-                Outgoing::Text(text) => sink.feed(Message::Text(text)).await,
-                Outgoing::Close(code, reason) => {
-                    closing = true;
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    sink.feed(Message::Close(Some(frame))).await
-                }
-            };
-            if result.is_err() {
-                return;
-            }
-            if !closing && written < BURST {
-                next = drain.rx.try_recv().ok();
-            }
-        }
-        let flushed = sink.flush().await;
+        let Ok(burst) = write_burst(&mut sink, first, || drain.rx.try_recv().ok()).await else {
+            return;
+        };
         let left = drain
             .shared
             .queued
-            .fetch_sub(written, Ordering::AcqRel)
-            .saturating_sub(written);
+            .fetch_sub(burst.written, Ordering::AcqRel)
+            .saturating_sub(burst.written);
         if left < HIGH_WATER {
             drain.shared.drained.notify_waiters();
         }
-        if flushed.is_err() || closing {
+        if burst.ends() {
             return;
         }
     }

@@ -7,25 +7,17 @@
 //! the frame counts as dropped and the socket is given up ([`SocketHandle::overflow`]):
 //! nothing waits on a slow consumer and nothing grows without bound.
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket};
 use futures_util::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::ws_burst::Outgoing;
+use crate::ws_burst::write_burst;
+
 /// Frames a socket may have waiting before it is given up as a consumer that does not read.
 pub(crate) const QUEUE_FRAMES: usize = 4096;
-/// Most frames fed before one flush.
-const BURST: usize = 256;
-
-/// What the writer is asked to do.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    Text(Utf8Bytes),
-    /// Send a close frame, then stop writing.
-    Close(u16, &'static str),
-}
 
 /// The sending side of one socket's queue; cheap to clone. The channel table holds one
 /// (so the publisher reaches the socket), the socket's own task another.
@@ -90,53 +82,9 @@ pub(crate) async fn write_loop(
     mut queue: mpsc::Receiver<Outgoing>,
 ) {
     while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        let mut written = 0usize;
-        let mut closing = false;
-        while let Some(item) = next.take() {
-            written += 1;
-            let result = match item {
-                Outgoing::Text(text) => sink.feed(Message::Text(text)).await,
-                Outgoing::Close(code, reason) => {
-                    closing = true;
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    sink.feed(Message::Close(Some(frame))).await
-                }
-            };
-            if result.is_err() {
-                return;
-            }
-            if !closing && written < BURST {
-                next = queue.try_recv().ok();
-            }
+        match write_burst(&mut sink, first, || queue.try_recv().ok()).await {
+            Ok(burst) if !burst.ends() => {}
+            _ => return,
         }
-        if sink.flush().await.is_err() || closing {
-            return;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_full_queue_gives_the_socket_up_and_a_gone_one_refuses_quietly() {
-        let (handle, rx) = SocketHandle::new(1);
-        for _ in 0..QUEUE_FRAMES {
-            assert!(handle.push(Utf8Bytes::from_static("x")));
-        }
-        assert!(!handle.overflow().is_cancelled());
-        assert!(!handle.push(Utf8Bytes::from_static("x")));
-        assert!(handle.overflow().is_cancelled());
-
-        let (gone, rx2) = SocketHandle::new(2);
-        drop(rx2);
-        assert!(!gone.push(Utf8Bytes::from_static("x")));
-        assert!(!gone.overflow().is_cancelled());
-        drop(rx);
     }
 }

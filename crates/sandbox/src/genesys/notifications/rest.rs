@@ -56,6 +56,17 @@ fn no_channel(id: &str) -> ApiError {
     )
 }
 
+/// The caller's token and the hub holding its channel `id`: the 401, then the 404.
+fn client_channel(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<(TokenInfo, Arc<Hub>), ApiError> {
+    let token = authorized(state, headers)?;
+    let hub = channel_hub(state, &token.tenant, id)?;
+    Ok((token, hub))
+}
+
 /// The tenant's hub if it holds channel `id`, or the 404.
 fn channel_hub(state: &AppState, tenant: &str, id: &str) -> Result<Arc<Hub>, ApiError> {
     let stats = &state.stats.genesys_notifications;
@@ -85,16 +96,10 @@ fn connect_uri(headers: &HeaderMap, id: &str) -> Result<String, ApiError> {
 pub(crate) async fn create_channel(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Response {
-    let token = match authorized(&state, &headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let token = authorized(&state, &headers)?;
     let id = new_uuid().to_string();
-    let uri = match connect_uri(&headers, &id) {
-        Ok(uri) => uri,
-        Err(e) => return e.into_response(),
-    };
+    let uri = connect_uri(&headers, &id)?;
     let stats = &state.stats.genesys_notifications;
     let hub = state.notifications.hub_or_start(&state, &token.tenant);
     let (channel, evicted) = hub.lock(stats).create(id, uri, Instant::now(), Utc::now());
@@ -102,87 +107,60 @@ pub(crate) async fn create_channel(
     if evicted.is_some() {
         stats.channels_evicted.inc();
     }
-    (StatusCode::OK, axum::Json(channel)).into_response()
+    Ok((StatusCode::OK, axum::Json(channel)).into_response())
 }
 
 pub(crate) async fn list_channels(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Response {
-    let token = match authorized(&state, &headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let token = authorized(&state, &headers)?;
     let stats = &state.stats.genesys_notifications;
     let entities = state
         .notifications
         .hub(&token.tenant)
         .map(|hub| hub.lock(stats).list())
         .unwrap_or_default();
-    axum::Json(ChannelEntityListing { entities }).into_response()
+    Ok(axum::Json(ChannelEntityListing { entities }).into_response())
 }
 
 pub(crate) async fn verify_channel(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let token = match authorized(&state, &headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    match channel_hub(&state, &token.tenant, &id) {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(e) => e.into_response(),
-    }
+) -> Result<Response, ApiError> {
+    client_channel(&state, &headers, &id)?;
+    Ok(StatusCode::OK.into_response())
 }
 
 pub(crate) async fn get_subscriptions(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let token = match authorized(&state, &headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let hub = match channel_hub(&state, &token.tenant, &id) {
-        Ok(hub) => hub,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let (_, hub) = client_channel(&state, &headers, &id)?;
     let topics = hub.lock(&state.stats.genesys_notifications).topics(&id);
-    match topics {
-        Some(topics) => axum::Json(ChannelTopicEntityListing {
-            entities: topics.iter().map(subscriptions::permitted).collect(),
-        })
-        .into_response(),
-        None => no_channel(&id).into_response(),
-    }
+    let topics = topics.ok_or_else(|| no_channel(&id))?;
+    Ok(axum::Json(ChannelTopicEntityListing {
+        entities: topics.iter().map(subscriptions::permitted).collect(),
+    })
+    .into_response())
 }
 
 pub(crate) async fn delete_subscriptions(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let token = match authorized(&state, &headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let hub = match channel_hub(&state, &token.tenant, &id) {
-        Ok(hub) => hub,
-        Err(e) => return e.into_response(),
-    };
+) -> Result<Response, ApiError> {
+    let (_, hub) = client_channel(&state, &headers, &id)?;
     let changed = hub.lock(&state.stats.genesys_notifications).change(
         &id,
         Change::Clear,
         Instant::now(),
         Utc::now(),
     );
-    match changed {
-        Ok(_) => StatusCode::NO_CONTENT.into_response(),
-        Err(_) => no_channel(&id).into_response(),
-    }
+    changed.map_err(|_| no_channel(&id))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub(crate) async fn post_subscriptions(
@@ -190,7 +168,7 @@ pub(crate) async fn post_subscriptions(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, ApiError> {
     change_subscriptions(&state, &id, &headers, body, Change::Add).await
 }
 
@@ -199,7 +177,7 @@ pub(crate) async fn put_subscriptions(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<Response, ApiError> {
     change_subscriptions(&state, &id, &headers, body, Change::Replace).await
 }
 
@@ -209,21 +187,11 @@ async fn change_subscriptions(
     headers: &HeaderMap,
     body: Body,
     change: fn(Vec<gcx_protocol::genesys_notifications::UserTopic>) -> Change,
-) -> Response {
+) -> Result<Response, ApiError> {
     // Read first: a client whose body is left unread may see a reset instead of the answer.
     let bytes = read_limited(headers, body, MAX_BODY_BYTES).await;
-    let token = match authorized(state, headers) {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let hub = match channel_hub(state, &token.tenant, id) {
-        Ok(hub) => hub,
-        Err(e) => return e.into_response(),
-    };
-    let requested = match checked(headers, bytes) {
-        Ok(requested) => requested,
-        Err(e) => return e.into_response(),
-    };
+    let (token, hub) = client_channel(state, headers, id)?;
+    let requested = checked(headers, bytes)?;
     let withheld = state
         .faults
         .read()
@@ -237,22 +205,20 @@ async fn change_subscriptions(
     let changed = hub
         .lock(stats)
         .change(id, change(decided.permitted), Instant::now(), Utc::now());
-    match changed {
-        Ok(topics) => {
-            stats.topics_permitted.add(permitted as u64);
-            stats.topics_rejected.add(decided.rejected.len() as u64);
-            let entities = topics
-                .iter()
-                .map(subscriptions::permitted)
-                .chain(decided.rejected)
-                .collect();
-            axum::Json(ChannelTopicEntityListing { entities }).into_response()
+    let topics = changed.map_err(|e| match e {
+        ChangeError::NotFound => no_channel(id),
+        e @ ChangeError::TooManyTopics { .. } => {
+            ApiError::bad_request(e.to_string()).with_code(CODE_TOO_MANY_TOPICS)
         }
-        Err(ChangeError::NotFound) => no_channel(id).into_response(),
-        Err(e @ ChangeError::TooManyTopics { .. }) => ApiError::bad_request(e.to_string())
-            .with_code(CODE_TOO_MANY_TOPICS)
-            .into_response(),
-    }
+    })?;
+    stats.topics_permitted.add(permitted as u64);
+    stats.topics_rejected.add(decided.rejected.len() as u64);
+    let entities = topics
+        .iter()
+        .map(subscriptions::permitted)
+        .chain(decided.rejected)
+        .collect();
+    Ok(axum::Json(ChannelTopicEntityListing { entities }).into_response())
 }
 
 /// The 413, 415 and 400 checks, in that order.
