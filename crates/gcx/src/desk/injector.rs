@@ -259,13 +259,14 @@ impl Books<'_> {
             } => lookup = events,
             BatchResult::Genesys(answer) => {
                 let tally = self.genesys.get_or_insert_with(GenesysTally::default);
-                let mut fates = answer.fates.iter();
+                let mut rest = answer.fates.as_slice();
                 let mut observer = self.correlation.as_mut().map(|c| &mut c.observer);
                 for e in events {
                     let mapped = e.genesys.as_deref().unwrap_or(&[]);
-                    let fates: Vec<&Option<Fate>> = fates.by_ref().take(mapped.len()).collect();
+                    let (fates, after) = rest.split_at(mapped.len().min(rest.len()));
+                    rest = after;
                     if let Some(observer) = observer.as_mut() {
-                        for (m, fate) in mapped.iter().zip(&fates) {
+                        for (m, fate) in mapped.iter().zip(fates) {
                             if let (Some(change), Some(Fate::Accepted { sent_at })) =
                                 (m.change, fate)
                             {
@@ -273,7 +274,7 @@ impl Books<'_> {
                             }
                         }
                     }
-                    let outcome = tally.settle(mapped, fates.into_iter());
+                    let outcome = tally.settle(mapped, fates.iter());
                     done.push((e, outcome, None));
                 }
                 if let Some(why) = &answer.stop {
